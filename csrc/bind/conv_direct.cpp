@@ -1,0 +1,42 @@
+// Bindings for the direct convolution (csrc/cpu/conv_direct.cpp).
+#include "bind/arrays.h"
+#include "cpu/kernels.h"
+
+namespace fc::bind {
+
+template <class T>
+static void def_direct(nb::module_& m) {
+  m.def(
+      "conv_direct_fwd",
+      [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair stride, Pair pad, Pair dil,
+         int64_t groups) {
+        const ConvShape s = conv_shape(x, w, y, stride, pad, dil, groups);
+        require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
+        FC_DISPATCH(conv_direct_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
+      },
+      nb::arg("x"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"), nb::arg("stride"),
+      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
+  m.def(
+      "conv_direct_bwd_data",
+      [](In<T, 4> gy, In<T, 4> w, Out<T, 4> gx, Pair stride, Pair pad, Pair dil, int64_t groups) {
+        const ConvShape s = conv_shape(gx, w, gy, stride, pad, dil, groups);
+        FC_DISPATCH(conv_direct_bwd_data<T>(s, gy.data(), w.data(), gx.data()));
+      },
+      nb::arg("grad_out"), nb::arg("w"), nb::arg("grad_x"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("dilation"), nb::arg("groups"), GIL());
+  m.def(
+      "conv_direct_bwd_weight",
+      [](In<T, 4> gy, In<T, 4> x, Out<T, 4> gw, Pair stride, Pair pad, Pair dil, int64_t groups) {
+        const ConvShape s = conv_shape(x, gw, gy, stride, pad, dil, groups);
+        FC_DISPATCH(conv_direct_bwd_weight<T>(s, gy.data(), x.data(), gw.data()));
+      },
+      nb::arg("grad_out"), nb::arg("x"), nb::arg("grad_w"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("dilation"), nb::arg("groups"), GIL());
+}
+
+void bind_conv_direct(nb::module_& m) {
+  def_direct<float>(m);
+  def_direct<double>(m);
+}
+
+}  // namespace fc::bind

@@ -1,0 +1,189 @@
+"""The backend registry and the one place where backends and algorithms are chosen.
+
+* Backend: ``backend=None`` means CuPy array -> ``cuda``, anything else -> ``native``.
+  A named backend must be available, accept the array library and the dtype.
+* Algorithm: a named ``algo`` must be implemented by the backend for that op and able to
+  serve the shape (else ``ValueError`` with the reason); ``"auto"`` asks the autotune cache
+  (when enabled) and otherwise the per-backend heuristic in :mod:`fastconv._heuristics`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+BACKENDS = ("native", "numba", "cuda", "numba_cuda", "reference")
+GPU_BACKENDS = ("cuda", "numba_cuda")
+CONV_ALGOS = ("direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm")
+CONV_OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+
+_MODULES = {
+    "native": "fastconv.backends.native",
+    "numba": "fastconv.backends.numba_cpu",
+    "cuda": "fastconv.backends.cuda",
+    "numba_cuda": "fastconv.backends.numba_cuda",
+    "reference": "fastconv.backends.reference",
+}
+_DEFAULT_LIBS = {"cuda": ("cupy",), "numba_cuda": ("cupy", "numba")}
+_loaded: dict[str, object] = {}
+_failed: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def _load(name: str):
+    """Imports a backend module once; remembers why it failed."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _failed:
+            return None
+        try:
+            mod = importlib.import_module(_MODULES[name])
+            ok, reason = mod.availability() if hasattr(mod, "availability") else (True, "")
+        except Exception as e:  # any import-time failure makes the backend unavailable
+            ok, reason = False, f"{type(e).__name__}: {e}"
+        if ok:
+            _loaded[name] = mod
+            return mod
+        _failed[name] = reason or "unavailable"
+        return None
+
+
+def backends() -> dict[str, dict]:
+    """Every backend with ``{"available": bool, "reason": str}`` (reason empty if available)."""
+    out = {}
+    for name in BACKENDS:
+        mod = _load(name)
+        out[name] = {"available": mod is not None, "reason": "" if mod else _failed[name]}
+    return out
+
+
+def _check_name(backend) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {', '.join(BACKENDS)}; got {backend!r}")
+    return backend
+
+
+def get_backend(backend, lib: str, dtype, op: str):
+    """Resolves ``backend`` for arrays of library ``lib`` and ``dtype``; returns
+    ``(name, module)``."""
+    name = ("cuda" if lib == "cupy" else "native") if backend is None else _check_name(backend)
+    mod = _load(name)
+    if mod is None:
+        raise RuntimeError(f"{op}: backend {name!r} is not available: {_failed[name]}")
+    libs = getattr(mod, "ARRAY_LIBS", None) or _DEFAULT_LIBS.get(name, ("numpy",))
+    if callable(libs):
+        libs = libs()
+    if lib not in libs:
+        raise TypeError(f"{op}: backend {name!r} takes {' or '.join(libs)} arrays, got a {lib} "
+                        "array")
+    dtypes = getattr(mod, "DTYPES", ("float32", "float64"))
+    if dtype is not None and str(dtype) not in dtypes:
+        raise TypeError(f"{op}: backend {name!r} supports {', '.join(dtypes)}, got {dtype}")
+    return name, mod
+
+
+def op_impl(name: str, mod, op: str):
+    fn = getattr(mod, op, None)
+    if fn is None:
+        raise ValueError(f"backend {name!r} does not implement {op}")
+    return fn
+
+
+def implemented_algos(mod, op: str) -> tuple[str, ...]:
+    algos = getattr(mod, "ALGOS", {})
+    algos = algos() if callable(algos) else algos
+    return tuple(algos.get(op, ()))
+
+
+def serving_algos(name: str, mod, op: str, spec) -> list[str]:
+    """Algorithms that the backend implements for ``op`` and that can serve ``spec``."""
+    return [a for a in implemented_algos(mod, op) if obstacle(a, spec) is None]
+
+
+def obstacle(algo: str, spec) -> str | None:
+    """Why ``algo`` cannot serve ``spec`` in principle (None: it can)."""
+    if algo.startswith("winograd"):
+        return spec.winograd_obstacle()
+    return None
+
+
+def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) -> str:
+    """The algorithm that runs ``op``. ``runner(algo)`` runs the op (for autotuning)."""
+    if algo != "auto" and algo not in CONV_ALGOS:
+        raise ValueError(f"algo must be 'auto' or one of {', '.join(CONV_ALGOS)}; got {algo!r}")
+    implemented = implemented_algos(mod, op)
+    if algo != "auto":
+        if algo in implemented:
+            why = obstacle(algo, spec)
+            if why is not None:
+                raise ValueError(f"algo={algo!r} cannot serve this convolution: {why}")
+            return algo
+        if op == "conv2d_backward_weight" and algo.startswith("winograd") and \
+                obstacle(algo, spec) is None:
+            # Winograd has no weight-gradient form here; the weight gradient of a Winograd
+            # layer is computed by the heuristic's choice among the other algorithms.
+            algo = "auto"
+        else:
+            raise ValueError(f"algo={algo!r} is not implemented by backend {name!r} for {op} "
+                             f"(available: {', '.join(implemented) or 'none'})")
+    candidates = serving_algos(name, mod, op, spec)
+    if not candidates:
+        raise ValueError(f"backend {name!r} has no algorithm for {op}")
+    if len(candidates) == 1:
+        return candidates[0]
+    from . import autotune
+
+    if runner is not None and autotune.enabled():
+        tuned = autotune.tuned_choice(name, op, spec, dtype, candidates, runner)
+        if tuned is not None:
+            return tuned
+    from ._heuristics import pick
+
+    choice = pick(name, op, spec, str(dtype), candidates)
+    assert choice in candidates, (choice, candidates)
+    return choice
+
+
+# ----------------------------------------------------------------------------- threads
+
+_threads = [0]
+
+
+def set_num_threads(n: int) -> None:
+    """Number of CPU threads the native and numba kernels use (0: all cores)."""
+    if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 0:
+        raise ValueError(f"set_num_threads: n must be a non-negative int, got {n!r}")
+    n = int(n)
+    _threads[0] = n
+    native = _loaded.get("native")
+    if native is not None:
+        native.set_num_threads(n)
+    numba_mod = _loaded.get("numba")
+    if numba_mod is not None and hasattr(numba_mod, "set_num_threads"):
+        numba_mod.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of CPU threads kernels use."""
+    if _threads[0] > 0:
+        return _threads[0]
+    native = _load("native")
+    return native.get_num_threads() if native is not None else (os.cpu_count() or 1)
+
+
+def configured_threads() -> int:
+    """0 when unset (all cores), else the count from set_num_threads/FASTCONV_NUM_THREADS."""
+    return _threads[0]
+
+
+def _init_threads_from_env():
+    env = os.environ.get("FASTCONV_NUM_THREADS")
+    if env:
+        try:
+            _threads[0] = max(0, int(env))
+        except ValueError:
+            raise ValueError(f"FASTCONV_NUM_THREADS must be an int, got {env!r}") from None
+
+
+_init_threads_from_env()

@@ -1,0 +1,78 @@
+"""The ``fastconv`` command: ``info``, ``bench``, ``train``, ``summary``."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cmd_info(args) -> int:
+    import fastconv
+    from fastconv import _native
+
+    print(f"fastconv {fastconv.__version__} (Python {platform.python_version()}, "
+          f"{platform.machine()})")
+    print(f"CPU: {_cpu_model()}")
+    print(f"CPU features: {_native.cpu_features() or '(none tested)'}")
+    print(f"ISA paths compiled: {_native.compiled_isas()}; in use: {_native.active_isa()}")
+    print(f"threads: {fastconv.get_num_threads()}")
+    print("backends:")
+    for name, st in fastconv.backends().items():
+        state = "available" if st["available"] else f"unavailable ({st['reason']})"
+        print(f"  {name:<11} {state}")
+    for extra in _INFO_EXTRAS:
+        extra(args)
+    return 0
+
+
+# Other subsystems (autotune cache, numba compile times) add lines to `info` here.
+_INFO_EXTRAS: list = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastconv", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="version, CPU features, ISA path, threads, backends")
+    info.add_argument("--compile-times", action="store_true",
+                      help="also JIT-compile the numba kernels and report the time each took")
+    info.set_defaults(func=cmd_info)
+    for register in _SUBCOMMANDS:
+        register(sub)
+    return p
+
+
+def _register_optional():
+    """Subcommands living in their own modules (bench, train, summary)."""
+    out = []
+    for modname in ("fastconv.bench_cli", "fastconv.train_cli", "fastconv.summary_cli"):
+        try:
+            mod = __import__(modname, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+            continue
+        out.append(mod.register)
+    return out
+
+
+_SUBCOMMANDS = _register_optional()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

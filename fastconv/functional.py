@@ -1,0 +1,393 @@
+"""The public ops: validate -> normalise arguments -> dispatch.
+
+Arrays are NCHW. NumPy in -> NumPy out (CPU); CuPy in -> CuPy out (GPU). Argument
+meaning, defaults and output shapes follow ``torch.nn.functional``. A 3-D (C,H,W) input
+is one unbatched sample. Every op takes ``backend=`` (None: chosen from the array type).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _args as A
+from ._dispatch import choose_conv_algo, get_backend, op_impl
+
+__all__ = [
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "linear", "linear_backward",
+    "cross_entropy", "cross_entropy_backward",
+]
+
+
+def _xp(lib: str):
+    if lib == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def _contig(a, lib):
+    """C-contiguous view or copy (backends assume C order)."""
+    if a is None or a.flags.c_contiguous:
+        return a
+    return _xp(lib).ascontiguousarray(a)
+
+
+def _batched(op, x, name="input"):
+    """(4-D view, was_unbatched)."""
+    A.check_ndim(op, name, x, (3, 4), " (C,H,W) or (N,C,H,W)")
+    return (x[None], True) if x.ndim == 3 else (x, False)
+
+
+def _resolve(op, backend, arrays, *, float_only=True):
+    lib, dtype = A.check_arrays(op, arrays, float_only=float_only)
+    name, mod = get_backend(backend, lib, dtype, op)
+    return lib, dtype, name, mod
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto",
+           backend=None):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    ``x`` is (N,C,H,W) or (C,H,W); ``weight`` is (K, C/groups, R, S); ``bias`` is (K,) or
+    None. ``padding`` is an int, a pair, ``"same"`` or ``"valid"``. ``algo`` is ``"auto"``,
+    ``"direct"``, ``"im2col"``, ``"winograd_f23"``, ``"winograd_f43"`` or (GPU)
+    ``"implicit_gemm"``; an algorithm named explicitly that cannot serve the shape raises
+    ``ValueError``. Returns (N,K,P,Q) (or (K,P,Q) for an unbatched input).
+    """
+    op = "conv2d"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias})
+    x4, unbatched = _batched(op, x)
+    spec = A.conv_spec(x4.shape, weight.shape, stride, padding, dilation, groups, op=op)
+    if bias is not None and tuple(bias.shape) != (spec.K,):
+        raise ValueError(f"{op}: bias must have shape ({spec.K},), got {tuple(bias.shape)}")
+    x4, w, b = _contig(x4, lib), _contig(weight, lib), _contig(bias, lib)
+    fn = op_impl(name, mod, "conv2d_forward")
+    chosen = choose_conv_algo(name, mod, "conv2d_forward", spec, dtype, algo,
+                              runner=lambda a: fn(x4, w, b, spec, a))
+    y = fn(x4, w, b, spec, chosen)
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    need_input_grad=True, need_weight_grad=True, need_bias_grad=True,
+                    algo="auto", backend=None):
+    """Gradients of :func:`conv2d` -> ``(grad_x, grad_w, grad_b)``, None where not needed.
+
+    ``grad_out`` has the forward output's shape. With a Winograd ``algo`` the weight
+    gradient is computed by the best other algorithm (Winograd has no weight form here).
+    """
+    op = "conv2d_backward"
+    lib, dtype, name, mod = _resolve(op, backend,
+                                     {"grad_out": grad_out, "input": x, "weight": weight})
+    x4, unbatched = _batched(op, x)
+    if grad_out.ndim != x.ndim:
+        raise ValueError(f"{op}: grad_out must have the same rank as input, got shapes "
+                         f"{tuple(grad_out.shape)} and {tuple(x.shape)}")
+    gy4 = grad_out[None] if unbatched else grad_out
+    spec = A.conv_spec(x4.shape, weight.shape, stride, padding, dilation, groups, op=op)
+    A.check_grad_shape(op, "grad_out", gy4, spec.y_shape)
+    gy4, x4, w = _contig(gy4, lib), _contig(x4, lib), _contig(weight, lib)
+    gx = gw = gb = None
+    if need_input_grad:
+        fn = op_impl(name, mod, "conv2d_backward_data")
+        a = choose_conv_algo(name, mod, "conv2d_backward_data", spec, dtype, algo,
+                             runner=lambda a: fn(gy4, w, spec, a))
+        gx = fn(gy4, w, spec, a)
+        gx = gx[0] if unbatched else gx
+    if need_weight_grad:
+        fn = op_impl(name, mod, "conv2d_backward_weight")
+        a = choose_conv_algo(name, mod, "conv2d_backward_weight", spec, dtype, algo,
+                             runner=lambda a: fn(gy4, x4, spec, a))
+        gw = fn(gy4, x4, spec, a)
+    if need_bias_grad:
+        gb = gy4.sum(axis=(0, 2, 3), dtype=gy4.dtype)
+    return gx, gw, gb
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, backend=None):
+    """Max pooling as ``torch.nn.functional.max_pool2d``.
+
+    With ``return_indices`` also returns int64 indices ``h*W + w`` into each input plane
+    (PyTorch's convention), which :func:`max_pool2d_backward` takes. NaN propagates.
+    """
+    op = "max_pool2d"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x})
+    x4, unbatched = _batched(op, x)
+    spec = A.pool_spec(op, x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    y, idx = op_impl(name, mod, op)(_contig(x4, lib), spec, bool(return_indices))
+    if unbatched:
+        y, idx = y[0], (idx[0] if idx is not None else None)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, *, backend=None):
+    """Gradient of :func:`max_pool2d` from the indices it returned -> grad of the input."""
+    op = "max_pool2d_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {"grad_out": grad_out})
+    x_shape = A.input_shape_4d(op, input_shape)
+    A.check_arrays(op, {"grad_out": grad_out, "indices": indices}, float_only=False)
+    if indices.dtype != np.int64:
+        raise TypeError(f"{op}: indices must be int64, got {indices.dtype}")
+    if tuple(indices.shape) != tuple(grad_out.shape):
+        raise ValueError(f"{op}: indices shape {tuple(indices.shape)} must equal grad_out "
+                         f"shape {tuple(grad_out.shape)}")
+    gy4 = grad_out[None] if grad_out.ndim == 3 else grad_out
+    idx4 = indices[None] if indices.ndim == 3 else indices
+    A.check_ndim(op, "grad_out", gy4, (4,))
+    if gy4.shape[:2] != x_shape[:2]:
+        raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} does not match "
+                         f"input_shape {tuple(input_shape)}")
+    plane = x_shape[2] * x_shape[3]
+    if idx4.size and (int(idx4.min()) < 0 or int(idx4.max()) >= plane):
+        raise ValueError(f"{op}: indices must lie in [0, {plane}) for input_shape "
+                         f"{tuple(input_shape)}")
+    gx = op_impl(name, mod, op)(_contig(gy4, lib), _contig(idx4, lib), x_shape)
+    return gx[0] if len(input_shape) == 3 else gx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, backend=None):
+    """Average pooling as ``torch.nn.functional.avg_pool2d``."""
+    op = "avg_pool2d"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x})
+    x4, unbatched = _batched(op, x)
+    spec = A.pool_spec(op, x4.shape, kernel_size, stride, padding, 1, ceil_mode,
+                       count_include_pad, divisor_override)
+    y = op_impl(name, mod, op)(_contig(x4, lib), spec)
+    return y[0] if unbatched else y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        backend=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input."""
+    op = "avg_pool2d_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {"grad_out": grad_out})
+    x_shape = A.input_shape_4d(op, input_shape)
+    spec = A.pool_spec(op, x_shape, kernel_size, stride, padding, 1, ceil_mode,
+                       count_include_pad, divisor_override)
+    gy4 = grad_out[None] if grad_out.ndim == 3 else grad_out
+    A.check_grad_shape(op, "grad_out", gy4, spec.y_shape)
+    gx = op_impl(name, mod, op)(_contig(gy4, lib), spec)
+    return gx[0] if len(input_shape) == 3 else gx
+
+
+def adaptive_avg_pool2d(x, output_size, *, backend=None):
+    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    ``output_size`` is an int or a pair (None keeps that input size); it may exceed the input.
+    """
+    op = "adaptive_avg_pool2d"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x})
+    x4, unbatched = _batched(op, x)
+    if min(x4.shape[1:]) < 1:
+        raise ValueError(f"{op}: input shape {tuple(x.shape)} has an empty channel or spatial "
+                         "dimension")
+    out_hw = A.adaptive_output_size(op, output_size, x4.shape[2], x4.shape[3])
+    y = op_impl(name, mod, op)(_contig(x4, lib), out_hw)
+    return y[0] if unbatched else y
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input."""
+    op = "adaptive_avg_pool2d_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {"grad_out": grad_out})
+    x_shape = A.input_shape_4d(op, input_shape)
+    gy4 = grad_out[None] if grad_out.ndim == 3 else grad_out
+    A.check_ndim(op, "grad_out", gy4, (4,))
+    if gy4.shape[:2] != x_shape[:2] or min(x_shape[1:]) < 1:
+        raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} does not match "
+                         f"input_shape {tuple(input_shape)}")
+    gx = op_impl(name, mod, op)(_contig(gy4, lib), x_shape)
+    return gx[0] if len(input_shape) == 3 else gx
+
+
+# ----------------------------------------------------------------------------- batch norm
+
+
+def _bn_view(op, x):
+    """(N, C, L, 1) view of an input with channels on axis 1 (as F.batch_norm)."""
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must have at least 2 dimensions (N, C, ...), got shape "
+                         f"{tuple(x.shape)}")
+    n, c = x.shape[:2]
+    if c < 1:
+        raise ValueError(f"{op}: input shape {tuple(x.shape)} has no channels")
+    return x.reshape(n, c, -1, 1)
+
+
+def _check_chan(op, name, v, C):
+    if v is not None and tuple(v.shape) != (C,):
+        raise ValueError(f"{op}: {name} must have shape ({C},), got {tuple(v.shape)}")
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, return_stats=False, backend=None):
+    """Batch normalisation over axis 1, as ``torch.nn.functional.batch_norm``.
+
+    In training mode it normalises with the batch statistics and, if given, updates
+    ``running_mean``/``running_var`` in place (unbiased variance, ``momentum``). With
+    ``return_stats`` returns ``(y, mean, invstd)`` (the values ``batch_norm_backward`` takes).
+    """
+    op = "batch_norm"
+    lib, dtype, name, mod = _resolve(op, backend, {
+        "input": x, "running_mean": running_mean, "running_var": running_var,
+        "weight": weight, "bias": bias})
+    xv = _contig(_bn_view(op, x), lib)
+    C = xv.shape[1]
+    for nm, v in (("running_mean", running_mean), ("running_var", running_var),
+                  ("weight", weight), ("bias", bias)):
+        _check_chan(op, nm, v, C)
+    eps = A.finite_float(eps, "eps", op)
+    if eps < 0:
+        raise ValueError(f"{op}: eps must be >= 0, got {eps}")
+    xp = _xp(lib)
+    w = weight if weight is not None else xp.ones(C, dtype)
+    b = bias if bias is not None else xp.zeros(C, dtype)
+    if training:
+        m = xv.shape[0] * xv.shape[2]
+        if m <= 1:
+            raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
+                             f"input shape {tuple(x.shape)}")
+        if (running_mean is None) != (running_var is None):
+            raise ValueError(f"{op}: pass both running_mean and running_var, or neither")
+        momentum = A.finite_float(momentum, "momentum", op)
+        y, mean, var = op_impl(name, mod, "batch_norm_train")(xv, w, b, eps)
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+            running_var *= 1 - momentum
+            running_var += (momentum * m / (m - 1)) * var
+        invstd = 1 / xp.sqrt(var + dtype.type(eps))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{op}: running_mean and running_var are required when "
+                             "training=False")
+        y = op_impl(name, mod, "batch_norm_eval")(xv, _contig(running_mean, lib),
+                                                   _contig(running_var, lib), w, b, eps)
+        mean, invstd = running_mean.copy(), 1 / xp.sqrt(running_var + dtype.type(eps))
+    y = y.reshape(x.shape)
+    return (y, mean, invstd.astype(dtype, copy=False)) if return_stats else y
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, backend=None):
+    """Gradients of :func:`batch_norm` -> ``(grad_x, grad_w, grad_b)``.
+
+    ``mean``/``invstd`` are what ``batch_norm(..., return_stats=True)`` returned. With
+    ``training=False`` the statistics are treated as constants. ``weight`` None means 1.
+    """
+    op = "batch_norm_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {
+        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd})
+    xv = _contig(_bn_view(op, x), lib)
+    if tuple(grad_out.shape) != tuple(x.shape):
+        raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} must equal input "
+                         f"shape {tuple(x.shape)}")
+    C = xv.shape[1]
+    for nm, v in (("weight", weight), ("mean", mean), ("invstd", invstd)):
+        _check_chan(op, nm, v, C)
+    if mean is None or invstd is None:
+        raise ValueError(f"{op}: mean and invstd are required")
+    w = weight if weight is not None else _xp(lib).ones(C, dtype)
+    gyv = _contig(grad_out.reshape(xv.shape), lib)
+    gx, gw, gb = op_impl(name, mod, op)(gyv, xv, _contig(w, lib), _contig(mean, lib),
+                                        _contig(invstd, lib), bool(training))
+    return gx.reshape(x.shape), gw, gb
+
+
+# ----------------------------------------------------------------------------- the rest
+
+
+def relu(x, *, backend=None):
+    """max(x, 0), elementwise (any shape)."""
+    lib, dtype, name, mod = _resolve("relu", backend, {"input": x})
+    return op_impl(name, mod, "relu")(_contig(x, lib))
+
+
+def relu_backward(grad_out, y, *, backend=None):
+    """Gradient of :func:`relu` given its output ``y``: grad_out where y > 0, else 0."""
+    op = "relu_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {"grad_out": grad_out, "output": y})
+    if tuple(grad_out.shape) != tuple(y.shape):
+        raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} must equal output "
+                         f"shape {tuple(y.shape)}")
+    return op_impl(name, mod, op)(_contig(grad_out, lib), _contig(y, lib))
+
+
+def _linear_check(op, x, weight):
+    if weight.ndim != 2:
+        raise ValueError(f"{op}: weight must be 2-D (out_features, in_features), got shape "
+                         f"{tuple(weight.shape)}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: input's last dimension must equal weight.shape[1]="
+                         f"{weight.shape[1]}, got input shape {tuple(x.shape)}")
+
+
+def linear(x, weight, bias=None, *, backend=None):
+    """``x @ weight.T + bias`` over the last axis, as ``torch.nn.functional.linear``."""
+    op = "linear"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias})
+    _linear_check(op, x, weight)
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got "
+                         f"{tuple(bias.shape)}")
+    x2 = _contig(x.reshape(-1, x.shape[-1]), lib)
+    y = op_impl(name, mod, op)(x2, _contig(weight, lib), _contig(bias, lib))
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def linear_backward(grad_out, x, weight, *, backend=None):
+    """Gradients of :func:`linear` -> ``(grad_x, grad_w, grad_b)``."""
+    op = "linear_backward"
+    lib, dtype, name, mod = _resolve(op, backend,
+                                     {"grad_out": grad_out, "input": x, "weight": weight})
+    _linear_check(op, x, weight)
+    if tuple(grad_out.shape) != (*x.shape[:-1], weight.shape[0]):
+        raise ValueError(f"{op}: grad_out has shape {tuple(grad_out.shape)}, expected "
+                         f"{(*x.shape[:-1], weight.shape[0])}")
+    gy2 = _contig(grad_out.reshape(-1, weight.shape[0]), lib)
+    x2 = _contig(x.reshape(-1, x.shape[-1]), lib)
+    gx, gw, gb = op_impl(name, mod, op)(gy2, x2, _contig(weight, lib))
+    return gx.reshape(x.shape), gw, gb
+
+
+def _ce_check(op, logits, target, lib):
+    A.check_ndim(op, "logits", logits, (2,), " (N, classes)")
+    A.check_arrays(op, {"logits": logits, "target": target}, float_only=False)
+    if target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"{op}: target must have shape ({logits.shape[0]},), got "
+                         f"{tuple(target.shape)}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got {target.dtype}")
+    if target.size and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+        raise ValueError(f"{op}: target values must lie in [0, {logits.shape[1]}), got "
+                         f"[{int(target.min())}, {int(target.max())}]")
+    return _contig(logits, lib), _contig(target.astype(np.int64, copy=False), lib)
+
+
+def cross_entropy(logits, target, *, backend=None):
+    """Mean cross-entropy of ``logits`` (N, classes) against class indices ``target`` (N,).
+
+    Computed through a numerically stable log-softmax. Returns a Python float.
+    """
+    op = "cross_entropy"
+    lib, dtype, name, mod = _resolve(op, backend, {"logits": logits})
+    lg, tg = _ce_check(op, logits, target, lib)
+    return float(op_impl(name, mod, op)(lg, tg))
+
+
+def cross_entropy_backward(logits, target, *, backend=None):
+    """Gradient of the mean :func:`cross_entropy` with respect to ``logits``."""
+    op = "cross_entropy_backward"
+    lib, dtype, name, mod = _resolve(op, backend, {"logits": logits})
+    lg, tg = _ce_check(op, logits, target, lib)
+    return op_impl(name, mod, op)(lg, tg)
