@@ -27,6 +27,8 @@ using Out = nb::ndarray<T, nb::ndim<D>, nb::c_contig, nb::device::cpu>;
 template <class T, int D>
 using OptIn = std::optional<In<T, D>>;
 using GIL = nb::call_guard<nb::gil_scoped_release>;
+// Every array argument is bound with .noconvert(): nanobind would otherwise convert a
+// wrong-dtype or non-contiguous *output* into a temporary and silently drop the result.
 using Pair = std::pair<int64_t, int64_t>;
 
 [[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }

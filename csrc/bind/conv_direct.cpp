@@ -14,7 +14,7 @@ static void def_direct(nb::module_& m) {
         require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
         FC_DISPATCH(conv_direct_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
       },
-      nb::arg("x"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"), nb::arg("stride"),
+      nb::arg("x").noconvert(), nb::arg("w").noconvert(), nb::arg("bias").none().noconvert(), nb::arg("y").noconvert(), nb::arg("stride"),
       nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
   m.def(
       "conv_direct_bwd_data",
@@ -22,7 +22,7 @@ static void def_direct(nb::module_& m) {
         const ConvShape s = conv_shape(gx, w, gy, stride, pad, dil, groups);
         FC_DISPATCH(conv_direct_bwd_data<T>(s, gy.data(), w.data(), gx.data()));
       },
-      nb::arg("grad_out"), nb::arg("w"), nb::arg("grad_x"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("grad_out").noconvert(), nb::arg("w").noconvert(), nb::arg("grad_x").noconvert(), nb::arg("stride"), nb::arg("padding"),
       nb::arg("dilation"), nb::arg("groups"), GIL());
   m.def(
       "conv_direct_bwd_weight",
@@ -30,7 +30,7 @@ static void def_direct(nb::module_& m) {
         const ConvShape s = conv_shape(x, gw, gy, stride, pad, dil, groups);
         FC_DISPATCH(conv_direct_bwd_weight<T>(s, gy.data(), x.data(), gw.data()));
       },
-      nb::arg("grad_out"), nb::arg("x"), nb::arg("grad_w"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("grad_out").noconvert(), nb::arg("x").noconvert(), nb::arg("grad_w").noconvert(), nb::arg("stride"), nb::arg("padding"),
       nb::arg("dilation"), nb::arg("groups"), GIL());
 }
 

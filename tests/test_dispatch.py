@@ -1,0 +1,133 @@
+"""The dispatcher's decisions: backend from the array type, algorithm from the shape,
+refusals with reasons, thread settings, backends() report."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _dispatch
+from fastconv._args import conv_spec
+
+
+def test_backends_report_every_name_with_reason():
+    info = fc.backends()
+    assert set(info) == {"native", "numba", "cuda", "numba_cuda", "reference"}
+    for name, st in info.items():
+        assert isinstance(st["available"], bool)
+        assert st["available"] or st["reason"], name
+    assert info["native"]["available"] and info["reference"]["available"]
+    import fastconv.backends.reference  # noqa: F401  (shadows the attribute; still callable)
+
+    assert fc.backends() == info
+
+
+def test_numpy_goes_to_native():
+    name, mod = _dispatch.get_backend(None, "numpy", np.dtype(np.float32), "conv2d")
+    assert name == "native"
+
+
+def test_cupy_arrays_go_to_cuda():
+    with pytest.raises(RuntimeError, match="backend 'cuda' is not available") as e:
+        _dispatch.get_backend(None, "cupy", np.dtype(np.float32), "conv2d")
+    if fc.backends()["cuda"]["available"]:  # pragma: no cover - GPU machines only
+        pytest.fail("cuda is available but the lookup failed: " + str(e.value))
+
+
+def _choice(op, xs, ws, **kw):
+    mod = _dispatch._load("native")
+    return _dispatch.choose_conv_algo("native", mod, op, conv_spec(xs, ws, **kw),
+                                      np.dtype(np.float32), "auto")
+
+
+def test_auto_never_picks_an_algorithm_that_cannot_serve():
+    for kw in (dict(stride=2, padding=1), dict(dilation=2, padding=2), dict(groups=2, padding=1)):
+        a = _choice("conv2d_forward", (2, 64, 28, 28), (64, 32 if kw.get("groups") else 64, 3, 3),
+                    **kw)
+        assert not a.startswith("winograd"), (kw, a)
+    assert not _choice("conv2d_forward", (2, 64, 28, 28), (64, 64, 5, 5), padding=2) \
+        .startswith("winograd")
+
+
+def test_auto_choice_is_deterministic_and_implemented():
+    mod = _dispatch._load("native")
+    for op in _dispatch.CONV_OPS:
+        a = _choice(op, (16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+        assert a in _dispatch.implemented_algos(mod, op)
+        assert a == _choice(op, (16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+
+
+def test_winograd_weight_gradient_uses_another_algorithm():
+    mod = _dispatch._load("native")
+    if "winograd_f43" not in _dispatch.implemented_algos(mod, "conv2d_forward"):
+        pytest.skip("native Winograd is not built in this checkout")
+    spec = conv_spec((1, 8, 8, 8), (8, 8, 3, 3), padding=1)
+    a = _dispatch.choose_conv_algo("native", mod, "conv2d_backward_weight", spec,
+                                   np.dtype(np.float32), "winograd_f43")
+    assert not a.startswith("winograd")
+
+
+def test_named_algorithm_not_implemented_is_refused():
+    x, w = np.zeros((1, 2, 5, 5), np.float32), np.zeros((2, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="implicit_gemm.*not implemented by backend 'native'"):
+        fc.conv2d(x, w, algo="implicit_gemm")
+
+
+def test_reference_backend_refuses_unknown_dtype_and_library():
+    with pytest.raises(TypeError, match="float16"):
+        fc.relu(np.zeros(3, np.float16), backend="reference")
+
+
+def test_set_num_threads_roundtrip_and_validation():
+    before = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1)
+        assert fc.get_num_threads() == 1
+        from fastconv import _native
+
+        assert _native.num_threads() == 1
+    finally:
+        fc.set_num_threads(before)
+    with pytest.raises(ValueError, match="n must be a non-negative int"):
+        fc.set_num_threads(-1)
+
+
+def test_threads_env_variable(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import fastconv; print(fastconv.get_num_threads())"],
+                         env={**__import__("os").environ, "FASTCONV_NUM_THREADS": "1"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_import_does_not_import_numba_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, fastconv, numpy as np; fastconv.conv2d(np.zeros((1,1,3,3),'f4'), "
+            "np.zeros((1,1,3,3),'f4')); print('numba' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_isa_paths_agree(isa):
+    from fastconv import _native
+
+    if isa not in _native.compiled_isas().split():
+        pytest.skip(f"{isa} path not compiled on this architecture")
+    best = _native.active_isa()
+    x = np.random.default_rng(0).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((5, 8, 3, 3)).astype(np.float32)
+    ref = fc.conv2d(x, w, padding=1, backend="reference")
+    try:
+        _native.set_isa(isa)
+    except ValueError:
+        pytest.skip(f"this CPU lacks {isa}")
+    try:
+        y = fc.conv2d(x, w, padding=1, algo="direct")
+    finally:
+        _native.set_isa(best)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
