@@ -98,17 +98,18 @@ def test_threads_env_variable(tmp_path):
 
     out = subprocess.run([sys.executable, "-c", "import fastconv; print(fastconv.get_num_threads())"],
                          env={**__import__("os").environ, "FASTCONV_NUM_THREADS": "1"},
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "1"
 
 
-def test_import_does_not_import_numba_or_torch():
+def test_import_does_not_import_numba_or_torch(tmp_path):
     import subprocess
     import sys
 
     code = ("import sys, fastconv, numpy as np; fastconv.conv2d(np.zeros((1,1,3,3),'f4'), "
             "np.zeros((1,1,3,3),'f4')); print('numba' in sys.modules, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.split() == ["False", "False"]
 
 
