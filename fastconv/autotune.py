@@ -174,7 +174,8 @@ _state: dict = {"path": None, "entries": {}, "warned": set()}
 
 
 def _warn_once(path: Path, why: str) -> None:
-    key = (str(path), why.split(":")[0])
+    """One warning per cache file per process, whatever else goes wrong with it."""
+    key = str(path)
     if key in _state["warned"]:
         return
     _state["warned"].add(key)

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 SUITE_CHOICES = ("resnet18", "resnet50", "vgg16", "deepbench")
-QUICK_BATCH, QUICK_REPS = 2, 2
+QUICK_BATCH, QUICK_REPS = 2, 3
 
 
 def _csv_list(text):
@@ -196,6 +196,8 @@ def _cmd_bench(args) -> int:
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     threads = args.threads or fastconv.get_num_threads()
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=150)  # a file or pipe: do not wrap the tables at 80 columns
     err = Console(stderr=True)
     with runner.threads(threads):
         peak = P.peak_gflops(args.dtype, threads, refresh=args.remeasure_peak)

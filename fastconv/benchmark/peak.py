@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["peak_gflops", "measure_peak"]
 
 SIZE = 256
-REPS = 30
+REPS = 100
 
 
 def _best_rate(fn, flops: float, reps: int) -> float:

@@ -51,6 +51,7 @@ def print_tables(rows, meta, console=None) -> None:
     by = OrderedDict()
     for r in rows:
         by.setdefault((r["suite"], r["pass"]), []).append(r)
+    hidden = 0
     for (suite, pass_), rs in by.items():
         t = Table(title=f"{suite} - {PASS_TITLES.get(pass_, pass_)} ({meta.get('dtype')}, "
                         f"{meta.get('threads')} threads)", title_justify="left")
@@ -60,14 +61,18 @@ def print_tables(rows, meta, console=None) -> None:
             t.add_column(col, justify=just, no_wrap=col in ("impl", "ms"))
         last = None
         for r in rs:
+            if r["status"] == "skip":
+                hidden += 1  # kept in JSON/CSV with the reason; a table row says nothing
+                continue
             first = r["layer"] != last
             last = r["layer"]
             if r["status"] == "ok":
                 status = "auto" if r.get("auto") else ""
                 style = None
             else:
-                status = f"{r['status']}: {r['note']}"
-                style = "red" if r["status"] in ("FAIL", "error") else "dim"
+                note = r["note"] if len(r["note"]) <= 70 else r["note"][:67] + "..."
+                status = f"{r['status']}: {note}"
+                style = "red"
             vs = r["vs_torch"]
             t.add_row(r["layer"] if first else "", r["shape"] if first else "", r["impl"],
                       _fmt(r["ms"], ".3f"), _fmt(r["gflops"], ".1f"),
@@ -75,7 +80,9 @@ def print_tables(rows, meta, console=None) -> None:
                       "-" if vs is None else f"{vs:.2f}x", status, style=style,
                       end_section=False)
         console.print(t)
-    tot = [x for x in totals(rows) if len({r["layer"] for r in by[(x["suite"], x["pass"])]}) > 1]
+    ran = {(r["suite"], r["pass"], r["impl"]) for r in rows if r["ms"] is not None}
+    tot = [x for x in totals(rows) if (x["suite"], x["pass"], x["impl"]) in ran
+           and len({r["layer"] for r in by[(x["suite"], x["pass"])]}) > 1]
     if tot:
         t = Table(title="network totals (sum of ms x layer count)", title_justify="left")
         for col in ("suite", "pass", "impl", "ms", "GFLOP/s", "vs torch"):
@@ -85,6 +92,9 @@ def print_tables(rows, meta, console=None) -> None:
             t.add_row(x["suite"], x["pass"], x["impl"], ms, _fmt(x["gflops"], ".1f"),
                       "-" if x["vs_torch"] is None else f"{x['vs_torch']:.2f}x")
         console.print(t)
+    if hidden:
+        console.print(f"({hidden} measurements not applicable, e.g. SciPy on big layers; "
+                      "reasons in --json/--csv)")
     if peak:
         console.print(f"peak: {peak:.1f} GFLOP/s ({meta.get('peak_method')}); 'vs torch' = "
                       "PyTorch ms / this ms in the same run (>1: faster than PyTorch); "
