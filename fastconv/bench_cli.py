@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+_DESCRIPTION = """\
+Times every fastconv backend x algorithm, and PyTorch / NumPy / SciPy when installed, on the
+convolutions of real networks. Each implementation is validated against the NumPy
+reference before it is timed (FAIL: wrong result, not timed); times are medians after
+warm-up; GFLOP/s counts 2*N*K*P*Q*(C/groups)*R*S per pass; % peak is against a measured
+GEMM peak cached per machine; 'vs torch' = PyTorch ms / our ms in the same run.
+--tune SUITE instead pre-fills the autotune cache (see fastconv.autotune)."""
 SUITE_CHOICES = ("resnet18", "resnet50", "vgg16", "deepbench")
 QUICK_BATCH, QUICK_REPS = 2, 3
 
@@ -21,7 +28,7 @@ def register(subparsers) -> None:
     """Adds the ``bench`` subcommand (and the autotune-cache lines of ``fastconv info``)."""
     p = subparsers.add_parser(
         "bench", help="benchmark convolutions per backend x algorithm against PyTorch/NumPy",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"layer suites to run: {', '.join(SUITE_CHOICES)} (default: resnet18 "
                         "unless --shape is given)")
@@ -270,20 +277,25 @@ def _cmd_tune(args) -> int:
                         cands = _dispatch.serving_algos(b, mod, op, spec)
                         if not cands:
                             continue
+                        if len(cands) == 1:  # nothing to tune: the dispatcher never asks
+                            table.add_row(layer.name, b, pass_, cands[0], "only candidate")
+                            continue
                         _run_auto(layer, data, pass_, b)
                         key = autotune.make_key(b, op, spec, np.dtype(args.dtype))
-                        hit = autotune.lookup(key) if len(cands) > 1 else None
+                        hit = autotune.lookup(key)
                         if hit:
                             how = ", ".join(f"{a} {t:.2f} ms" for a, t in
                                             sorted(hit.get("ms", {}).items(),
                                                    key=lambda kv: kv[1]))
                             table.add_row(layer.name, b, pass_, hit["algo"], how)
-                        else:
-                            table.add_row(layer.name, b, pass_, cands[0],
-                                          "only candidate" if len(cands) == 1 else "heuristic")
+                        else:  # every candidate raised: the heuristic decides
+                            table.add_row(layer.name, b, pass_, "-", "not tunable (heuristic)")
     finally:
         autotune.autotune(was)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    console.print(table)
     st = autotune.cache_info()
     print(f"cache: {st['path']}: {st['entries']} entries ({st['local_entries']} for this "
           "machine and version)")
