@@ -113,27 +113,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
+def _gpu_name() -> str:
+    """Name of the current CUDA device (per device: a machine may mix GPU models)."""
+    try:
+        import cupy
+
+        dev = cupy.cuda.Device().id
+    except Exception:  # no usable GPU: the key still separates it from CPU entries
+        return "gpu:unknown"
+    key = f"gpu{dev}"
+    if key not in _device_names:
+        try:
+            raw = cupy.cuda.runtime.getDeviceProperties(dev).get("name", b"gpu")
+            _device_names[key] = "gpu:" + (raw.decode() if isinstance(raw, bytes) else str(raw))
+        except Exception:  # properties unavailable: fall back to the ordinal
+            _device_names[key] = f"gpu:device{dev}"
+    return _device_names[key]
+
+
 def device_name(backend: str) -> str:
     """What the timings of ``backend`` depend on: the GPU name for GPU backends, else the
     CPU model (with the core count: a VM's model string does not say how many it got)."""
-    if backend not in _device_names:
-        from ._dispatch import GPU_BACKENDS
+    from ._dispatch import GPU_BACKENDS
 
-        name = None
-        if backend in GPU_BACKENDS:
-            try:
-                import cupy
-
-                dev = cupy.cuda.Device()
-                props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-                raw = props.get("name", b"gpu")
-                name = "gpu:" + (raw.decode() if isinstance(raw, bytes) else str(raw))
-            except Exception:  # no usable GPU: the key still separates it from CPU entries
-                name = "gpu:unknown"
-        else:
-            name = f"cpu:{cpu_model()} x{os.cpu_count() or 1}"
-        _device_names[backend] = name
-    return _device_names[backend]
+    if backend in GPU_BACKENDS:
+        return _gpu_name()
+    if "cpu" not in _device_names:
+        _device_names["cpu"] = f"cpu:{cpu_model()} x{os.cpu_count() or 1}"
+    return _device_names["cpu"]
 
 
 def _spec_str(spec) -> str:
@@ -156,7 +163,17 @@ def make_key(backend: str, op: str, spec, dtype, options=None, threads: int | No
         threads = _threads_for(backend)
     opts = "" if not options else ",".join(f"{k}={options[k]}" for k in sorted(options))
     return "|".join((f"v{_version()}", device_name(backend), backend, op, _spec_str(spec),
-                     str(dtype), f"t{threads}", opts))
+                     _dtype_name(dtype), f"t{threads}", opts))
+
+
+def _dtype_name(dtype) -> str:
+    """'float32' for np.float32, np.dtype('float32') or 'float32' alike."""
+    import numpy as np
+
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
 
 
 def _key_is_local(key: str) -> bool:

@@ -112,6 +112,8 @@ def test_key_separates_shape_dtype_threads_backend():
     assert AT.make_key("native", "conv2d_backward_data", SPEC, "float32", threads=2) != base
     assert AT.make_key("native", OP, SPEC, "float32", {"fused": 1}, threads=2) != base
     assert fastconv.__version__ in base and AT.cpu_model() in base
+    for same in (np.float32, np.dtype(np.float32)):
+        assert AT.make_key("native", OP, SPEC, same, threads=2) == base
 
 
 def test_failing_candidate_is_skipped(monkeypatch):
