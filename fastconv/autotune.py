@@ -204,32 +204,44 @@ def _valid_entry(v) -> bool:
     return isinstance(v, dict) and isinstance(v.get("algo"), str)
 
 
+class _NewerFormat(OSError):
+    """The file was written by a fastconv with a newer cache format: leave it alone."""
+
+
 def _read(path: Path) -> dict:
     """The entries of the cache file; {} (with one warning) when it is corrupt or foreign."""
+    return _read_doc(path)[0]
+
+
+def _read_doc(path: Path) -> tuple[dict, str]:
+    """(entries, state) with state 'ok', 'missing', 'bad' or 'newer'."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        return {}, "missing"
     except OSError as e:
         _warn_once(path, f"unreadable: {e}")
-        return {}
+        return {}, "bad"
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         _warn_once(path, f"corrupt: not valid JSON ({e})")
-        return {}
+        return {}, "bad"
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         _warn_once(path, "foreign: not a fastconv autotune cache")
-        return {}
-    if doc.get("format_version") != FORMAT_VERSION:
-        _warn_once(path, f"foreign: format version {doc.get('format_version')!r}, this "
-                         f"fastconv reads {FORMAT_VERSION}")
-        return {}
+        return {}, "bad"
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        _warn_once(path, f"foreign: format version {version!r}, this fastconv reads "
+                         f"{FORMAT_VERSION}" + ("; a newer fastconv's cache is left as it is"
+                                                if newer else ""))
+        return {}, "newer" if newer else "bad"
     entries = doc.get("entries")
     if not isinstance(entries, dict):
         _warn_once(path, "corrupt: 'entries' is not an object")
-        return {}
-    return {k: v for k, v in entries.items() if isinstance(k, str) and _valid_entry(v)}
+        return {}, "bad"
+    return {k: v for k, v in entries.items() if isinstance(k, str) and _valid_entry(v)}, "ok"
 
 
 class _FileLock:
@@ -270,12 +282,17 @@ def _write_merged(path: Path, new: dict) -> dict:
     merged entries. Raises OSError when the directory is not writable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _FileLock(path):
-        merged = _read(path)
+        merged, state = _read_doc(path)
+        if state == "newer":
+            # Overwriting would destroy a newer fastconv's choices; this process keeps its
+            # own in memory instead.
+            raise _NewerFormat(f"{path} has a newer cache format")
         merged.update(new)
         merged = _prune(merged)
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "entries": merged}
         fd, tmp = tempfile.mkstemp(prefix=".autotune-", suffix=".tmp", dir=path.parent)
         try:
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from others
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(doc, f, indent=1, sort_keys=True)
                 f.flush()
@@ -321,6 +338,8 @@ def remember(key: str, entry: dict) -> None:
         _entries_for(path)[key] = entry
         try:
             merged = _write_merged(path, {key: entry})
+        except _NewerFormat:
+            return  # already warned when it was read
         except OSError as e:
             _warn_once(path, f"unwritable: {e}")
             return

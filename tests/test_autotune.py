@@ -212,7 +212,7 @@ def test_corrupt_cache_warns_once_then_works(monkeypatch, cache_dir):
     b"\x00\xff\xfe binary garbage",
     b"[1, 2, 3]",
     b'{"format": "someone-else", "entries": {}}',
-    b'{"format": "fastconv-autotune", "format_version": 99, "entries": {}}',
+    b'{"format": "fastconv-autotune", "format_version": "x", "entries": {}}',
     b'{"format": "fastconv-autotune", "format_version": 1, "entries": [1]}',
 ])
 def test_unusable_file_is_ignored_with_one_warning(monkeypatch, cache_dir, content):
@@ -225,6 +225,30 @@ def test_unusable_file_is_ignored_with_one_warning(monkeypatch, cache_dir, conte
                                clock.run) == "im2col"
     assert len(record) == 1
     assert json.loads(AT.cache_path().read_text())["format_version"] == AT.FORMAT_VERSION
+
+
+def test_newer_format_is_left_alone(monkeypatch, cache_dir):
+    """A cache written by a newer fastconv (format_version 2+) is neither used nor
+    overwritten: this process keeps its choices in memory."""
+    cache_dir.mkdir(parents=True)
+    newer = b'{"format": "fastconv-autotune", "format_version": 99, "entries": {"k": 1}}'
+    AT.cache_path().write_bytes(newer)
+    clock = FakeClock({"direct": 2e-3, "im2col": 1e-3})
+    monkeypatch.setattr(AT, "_clock", clock)
+    with pytest.warns(AT.CacheWarning, match="newer") as record:
+        assert AT.tuned_choice("native", OP, SPEC, "float32", ["direct", "im2col"],
+                               clock.run) == "im2col"
+    assert len(record) == 1
+    assert AT.cache_path().read_bytes() == newer
+    assert AT.tuned_choice("native", OP, SPEC, "float32", ["direct", "im2col"], _never) \
+        == "im2col"
+
+
+def test_cache_file_is_readable_by_others(monkeypatch):
+    clock = FakeClock({"direct": 2e-3, "im2col": 1e-3})
+    monkeypatch.setattr(AT, "_clock", clock)
+    AT.tuned_choice("native", OP, SPEC, "float32", ["direct", "im2col"], clock.run)
+    assert AT.cache_path().stat().st_mode & 0o044 == 0o044
 
 
 def test_foreign_version_or_cpu_entries_are_ignored_but_kept(monkeypatch, cache_dir):
