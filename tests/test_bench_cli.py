@@ -139,6 +139,24 @@ def test_reported_time_is_the_median(monkeypatch):
     assert row["reps"] == 5
 
 
+def test_timing_stops_at_the_budget(monkeypatch):
+    """A slow pass is timed until the budget is spent, not ``reps`` times."""
+    t = [0.0]
+
+    def prepare(layer, data, pass_):
+        def fn():
+            t[0] += 4.0
+            return I._numpy_prepare(layer, data, pass_)()
+        return fn
+
+    monkeypatch.setattr(runner, "_clock", lambda: t[0])
+    layer = S.parse_shape(TINY)
+    row = runner.measure(I.Impl("slow", "peer", prepare), layer, runner.make_data(layer),
+                         "fwd", warmup=3, reps=10)
+    assert row["status"] == "ok" and row["reps"] == 2 and row["ms"] == pytest.approx(4000.0)
+    assert t[0] == pytest.approx(4.0 * 3)  # validating run + 2 timed, no warm-up
+
+
 def test_check_close():
     e = np.ones((2, 3))
     assert runner.check_close(e + 1e-6, e, "float32", 9)[0]

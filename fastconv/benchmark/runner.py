@@ -7,7 +7,8 @@ data-gradient outputs of the full-batch run are checked on the first and last sa
 (each sample's output depends only on its own input), and the weight gradient (a sum
 over the batch) is checked by running the implementation on a batch of those two
 samples. The validating run doubles as the first warm-up; then ``warmup`` more untimed
-runs, then ``reps`` timed runs, of which the median is reported.
+runs, then ``reps`` timed runs (fewer once they add up to ``BUDGET_S``), of which the
+median is reported.
 """
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ __all__ = ["run", "make_data", "check_close", "threads", "TOLERANCE"]
 # |actual - expected| <= TOLERANCE * sqrt(terms) * max(1, max|expected|): float32 rounding
 # grows like sqrt(terms summed); Winograd F(4,3) needs the headroom over plain GEMM.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
-# A pass slower than this on its validating run is timed once more, not ``reps`` times.
+# A pass slower than this on its validating run gets no further warm-up, and the timed
+# runs stop once they add up to BUDGET_S (at least one is always taken). The first run is
+# not trusted to predict the rest: it includes JIT compilation for the numba backends.
 SLOW_S = 3.0
+BUDGET_S = 6.0
 
 # Module-level so tests can inject a fake clock.
 _clock = time.perf_counter
@@ -95,6 +99,8 @@ def _time(fn, sync, warmup, reps) -> list[float]:
         fn()
         sync()
         times.append(_clock() - t0)
+        if sum(times) > BUDGET_S:
+            break
     return times
 
 
@@ -151,7 +157,7 @@ def measure(impl, layer, data, pass_, *, dtype="float32", warmup=1, reps=5, expe
                                        f"{tol:.3g} vs reference; not timed")
         return row
     if first > SLOW_S:
-        warmup, reps = 0, 1
+        warmup = 0
     try:
         times = _time(fn, impl.sync, warmup, reps)
     except Exception as e:  # noqa: BLE001
