@@ -39,7 +39,7 @@ _LAZY = {
     "optim": ("fastconv.optim", None),
     "signal": ("fastconv.signal", None),
     "shapes": ("fastconv.shapes", None),
-    "autotune": ("fastconv.autotune", "autotune"),
+    "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
     "fold_batch_norm": ("fastconv.fusion", "fold_batch_norm"),
 }
