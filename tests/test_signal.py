@@ -295,6 +295,43 @@ def test_native_binding_rejects_bad_sizes():
         _native.signal_corr2d(x, w, np.empty((1, 5, 5), np.float32), (-1, -1), 0, 0.0)
 
 
+def test_concurrent_calls_from_python_threads():
+    """The kernel releases the GIL and keeps its workspace per call: threads may overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = _rng(37)
+    jobs = [(_data((64, 80), np.float32, rng), _data((k, k), np.float32, rng), bd)
+            for k, bd in [(3, "fill"), (5, "wrap"), (7, "symm"), (4, "fill")] * 2]
+    expected = [ss.correlate2d(a, b, "same", bd) for a, b, bd in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda j: fs.correlate2d(j[0], j[1], "same", j[2]), jobs))
+    for (a, b, _), g, e in zip(jobs, got, expected):
+        _check(g, e, a, b)
+
+
+def test_random_shapes_against_scipy():
+    """Hypothesis over shapes, modes, boundaries, dtypes and fill values."""
+    hyp = pytest.importorskip("hypothesis", reason="hypothesis not installed")
+    st = hyp.strategies
+
+    @hyp.settings(max_examples=120, deadline=None, derandomize=True)
+    @hyp.given(h=st.integers(1, 12), w=st.integers(1, 40), kh=st.integers(1, 9),
+               kw=st.integers(1, 9), mode=st.sampled_from(MODES),
+               boundary=st.sampled_from(BOUNDARIES), fn=st.sampled_from(FNS),
+               dtype=st.sampled_from([np.float32, np.float64, np.int32, np.complex64]),
+               fill=st.integers(-3, 3), seed=st.integers(0, 2**16))
+    def check(h, w, kh, kw, mode, boundary, fn, dtype, fill, seed):
+        if mode == "valid" and not ((h >= kh and w >= kw) or (h <= kh and w <= kw)):
+            return  # the "neither contains the other" error has its own test
+        rng = _rng(seed)
+        a, b = _data((h, w), dtype, rng), _data((kh, kw), dtype, rng)
+        expected = _scipy(fn, a, b, mode, boundary, fill)
+        _check(getattr(fs, fn)(a, b, mode, boundary, fill), expected, a, b, fill,
+               tol=2e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12)
+
+    check()
+
+
 # --------------------------------------------------------------------------- batched
 
 
@@ -311,6 +348,16 @@ def test_batched_matches_per_image_scipy(fn):
                     for j in range(3):
                         _check(out[i, j], _scipy(fn, a[i, j], b, mode, boundary, 1.0),
                                a, b, 1.0)
+
+
+def test_batched_fft_matches_per_image_scipy():
+    rng = _rng(27)
+    a = _data((3, 30, 26), np.float64, rng)
+    b = _data((9, 11), np.float64, rng)
+    for fn in FNS:
+        out = getattr(fs, fn)(a, b, "same", "symm", method="fft")
+        for i in range(3):
+            _check(out[i], _scipy(fn, a[i], b, "same", "symm"), a, b, tol=1e-12)
 
 
 def test_batched_empty_batch_and_int():
