@@ -254,7 +254,8 @@ def test_fft_refused_for_integers():
 
 def test_every_compiled_isa_and_thread_count():
     rng = _rng(19)
-    a, b = _data((37, 45), np.float32, rng), _data((5, 7), np.float32, rng)
+    # Large enough (> 2**23 multiply-adds) for the kernel to use several threads.
+    a, b = _data((150, 1203), np.float32, rng), _data((7, 9), np.float32, rng)
     ai, bi = _data((37, 45), np.int64, rng), _data((5, 7), np.int64, rng)
     expected = ss.correlate2d(a, b, "same", "symm")
     expected_i = ss.correlate2d(ai * 10**12, bi, "full", "wrap")
