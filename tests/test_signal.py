@@ -119,6 +119,26 @@ def test_complex_matches_scipy(dtype, mode, boundary, fn):
             _check(actual, expected, a, b, fill, tol=tol)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_against_torch_conv2d(dtype):
+    """A second, independent oracle: torch's conv2d is a zero-padded correlation."""
+    torch = pytest.importorskip("torch", reason="PyTorch (the oracle) not installed")
+    F = torch.nn.functional
+    rng = _rng(41)
+    tol = 5e-6 if dtype == np.float32 else 1e-13
+    a = _data((2, 3, 19, 23), dtype, rng)
+    for kh, kw in [(3, 3), (4, 7), (1, 5)]:
+        b = _data((kh, kw), dtype, rng)
+        ta = torch.from_numpy(a.reshape(6, 1, 19, 23))
+        tb = torch.from_numpy(np.ascontiguousarray(b)[None, None])
+        full = F.conv2d(ta, tb, padding=(kh - 1, kw - 1)).numpy().reshape(2, 3, 18 + kh, 22 + kw)
+        valid = F.conv2d(ta, tb).numpy().reshape(2, 3, 20 - kh, 24 - kw)
+        _check(fs.correlate2d(a, b, "full"), full, a, b, tol=tol)
+        _check(fs.correlate2d(a, b, "valid"), valid, a, b, tol=tol)
+        _check(fs.convolve2d(a, b[::-1, ::-1], "valid"), valid, a, b, tol=tol)
+
+
 def test_correlate_conjugates_in2_only():
     a = np.array([[1 + 2j, 3 - 1j], [0.5j, -2]])
     b = np.array([[2 - 1j]])
