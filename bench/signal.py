@@ -5,7 +5,7 @@ meaningful even on a noisy machine (absolute times are not). Every case is valid
 against SciPy before it is timed.
 
     PYTHONPATH=. python3 bench/signal.py [--size 512] [--kernels 3,5,11,31] [--reps 5]
-                                         [--threads N] [--dtype float32]
+                                         [--threads N] [--dtype float32] [--isa avx2]
 
 Columns: best-of-reps milliseconds, GFLOP/s counted as 2 * Ho * Wo * kh * kw for every
 method (the direct-sum work, so the FFT path can exceed the machine's peak), the
@@ -99,11 +99,14 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="0: all cores")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--isa", default=None, help="force generic / avx2 / avx512")
     args = p.parse_args(argv)
     from fastconv import _native
 
     if args.threads:
         _native.set_num_threads(args.threads)
+    if args.isa:
+        _native.set_isa(args.isa)
     rows = run(args.size, tuple(int(k) for k in args.kernels.split(",")), args.reps,
                args.dtype)
     r0 = rows[0]
