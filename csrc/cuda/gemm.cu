@@ -93,12 +93,13 @@ __global__ void __launch_bounds__(256)
 gemm(const float* __restrict__ A, const float* __restrict__ B, float* C,
      const float* __restrict__ bias, int M, int N, int Kd, int L, int lda, int ldb, int ldc,
      i64 sAl, i64 sBl, i64 sAo, i64 sAi, i64 sBo, i64 sBi, i64 sCo, i64 sCi, int Z2,
-     int splits, float alpha, float beta) {
-  const GemmArgs args{A, B, C, bias, M, N, Kd, L, lda, ldb, ldc, sAl, sBl,
-                      sAo, sAi, sBo, sBi, sCo, sCi, Z2, splits, alpha, beta};
+     int sbias, int splits, float alpha, float beta) {
   const int split = blockIdx.z % splits;
   const int z = blockIdx.z / splits;
   const int zo = z / Z2, zi = z - zo * Z2;
+  // bias[m] of batch entry zi starts at zi * sbias (a group's first output channel).
+  const GemmArgs args{A, B, C, bias ? bias + zi * sbias : bias, M, N, Kd, L, lda, ldb, ldc,
+                      sAl, sBl, sAo, sAi, sBo, sBi, sCo, sCi, Z2, splits, alpha, beta};
   DenseProblem<TA, TB> p{args, A + zo * sAo + zi * sAi, B + zo * sBo + zi * sBi,
                          C + zo * sCo + zi * sCi};
   const int ktot = L * Kd;

@@ -94,12 +94,13 @@ def aligned16(*arrays) -> bool:
 
 
 def gemm(a, b, c, *, M, N, Kd, lda, ldb, ldc, ta=False, tb=False, L=1, sAl=0, sBl=0,
-         Zo=1, Z2=1, sAo=0, sAi=0, sBo=0, sBi=0, sCo=0, sCi=0, bias=None, alpha=1.0,
-         beta=0.0, splits=1):
+         Zo=1, Z2=1, sAo=0, sAi=0, sBo=0, sBi=0, sCo=0, sCi=0, bias=None, sbias=0,
+         alpha=1.0, beta=0.0, splits=1):
     """C[z] (+)= alpha * sum_l op(A[z,l]) op(B[z,l]) + bias, z = zo*Z2 + zi (see gemm.cu).
 
     ``a``, ``b``, ``c`` are CuPy arrays (any shape) whose data pointers are the bases; with
     ``splits`` > 1 the product is added atomically into ``c``, which must be zeroed.
+    Batch entry zi adds ``bias[zi * sbias + m]``.
     """
     if min(M, N) <= 0 or Zo * Z2 == 0:
         return
@@ -111,7 +112,7 @@ def gemm(a, b, c, *, M, N, Kd, lda, ldb, ldc, ta=False, tb=False, L=1, sAl=0, sB
     launch("gemm.cu", gemm_name(tile, ta, tb), grid,
            (a, b, c, ptr_or_null(bias), i32(M), i32(N), i32(Kd), i32(L), i32(lda), i32(ldb),
             i32(ldc), i64(sAl), i64(sBl), i64(sAo), i64(sAi), i64(sBo), i64(sBi), i64(sCo),
-            i64(sCi), i32(Z2), i32(splits), f32(alpha), f32(beta)))
+            i64(sCi), i32(Z2), i32(sbias), i32(splits), f32(alpha), f32(beta)))
 
 
 def choose_splits(blocks: int, k_len: int, bk: int, max_z: int) -> int:

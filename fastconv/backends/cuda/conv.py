@@ -83,7 +83,7 @@ def _im2col_forward(x, w, b, y, spec):
         # y[n, g] (Kg x PQ) = W_g (Kg x CgRS) @ col[n, g] (CgRS x PQ), z = (n, g)
         rt.gemm(w, col, y[n0:n1], M=Kg, N=PQ, Kd=crs, lda=crs, ldb=PQ, ldc=PQ,
                 Zo=nb, Z2=G, sAo=0, sAi=Kg * crs, sBo=spec.C * RS * PQ, sBi=crs * PQ,
-                sCo=spec.K * PQ, sCi=Kg * PQ, bias=b)
+                sCo=spec.K * PQ, sCi=Kg * PQ, bias=b, sbias=Kg)
 
 
 def _im2col(x, col, spec, nb):

@@ -21,9 +21,15 @@ def _dims(x):
     return N, C, L
 
 
+def _vec(*vs):
+    """Per-channel vectors as the kernels index them (a strided view would be misread)."""
+    return tuple(cupy.ascontiguousarray(v) for v in vs)
+
+
 def batch_norm_train(x, w, b, eps):
     """-> (y, batch mean, biased batch variance), each float32."""
     N, C, L = _dims(x)
+    w, b = _vec(w, b)
     y = cupy.empty_like(x)
     mean = cupy.empty(C, cupy.float32)
     var = cupy.empty(C, cupy.float32)
@@ -46,7 +52,9 @@ def _apply(x, mean, coef, y, N, C, L):
 
 
 def batch_norm_eval(x, mean, var, w, b, eps):
+    """Normalises with the given (running) statistics."""
     N, C, L = _dims(x)
+    mean, var, w, b = _vec(mean, var, w, b)
     y = cupy.empty_like(x)
     if x.size == 0:
         return y
@@ -60,6 +68,7 @@ def batch_norm_eval(x, mean, var, w, b, eps):
 def batch_norm_backward(gy, x, w, mean, invstd, training):
     """-> (gx, gw, gb); training=False treats mean/invstd as constants."""
     N, C, L = _dims(x)
+    w, mean, invstd = _vec(w, mean, invstd)
     gx = cupy.empty_like(x)
     gw = cupy.empty(C, cupy.float32)
     gb = cupy.empty(C, cupy.float32)
