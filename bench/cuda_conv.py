@@ -101,6 +101,10 @@ def main(argv=None) -> int:
     from fastconv.backends.cuda import _runtime as rt
 
     torch.backends.cudnn.benchmark = True
+    # Full float32 on both sides: cuDNN would otherwise use TF32 tensor cores on Ampere+,
+    # a different (less precise) computation from ours.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
     want = set(filter(None, args.layers.split(",")))
     rng = np.random.default_rng(0)

@@ -29,7 +29,16 @@ try:
 except ImportError:
     torch = F = None
     TORCH_CUDA = False
-needs_torch_cuda = pytest.mark.skipif(not TORCH_CUDA, reason="PyTorch with CUDA not available")
+_skip_torch = pytest.mark.skipif(not TORCH_CUDA, reason="PyTorch with CUDA not available")
+
+
+def needs_torch_cuda(fn):
+    return pytest.mark.torch(_skip_torch(fn))
+
+
+if TORCH_CUDA:  # compare float32 with float32, not cuDNN's default TF32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 f32 = np.float32
 REF = dict(backend="reference")

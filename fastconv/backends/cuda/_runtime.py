@@ -104,15 +104,23 @@ def gemm(a, b, c, *, M, N, Kd, lda, ldb, ldc, ta=False, tb=False, L=1, sAl=0, sB
     """
     if min(M, N) <= 0 or Zo * Z2 == 0:
         return
-    tile = "large" if M >= 128 and N >= 128 else "small"
     from ._source import GEMM_TILES, gemm_name
 
+    tile = pick_tile(M, N, Zo * Z2)
     BM, BN = GEMM_TILES[tile][:2]
     grid = ((N + BN - 1) // BN, (M + BM - 1) // BM, Zo * Z2 * splits)
     launch("gemm.cu", gemm_name(tile, ta, tb), grid,
            (a, b, c, ptr_or_null(bias), i32(M), i32(N), i32(Kd), i32(L), i32(lda), i32(ldb),
             i32(ldc), i64(sAl), i64(sBl), i64(sAo), i64(sAi), i64(sBo), i64(sBi), i64(sCo),
             i64(sCi), i32(Z2), i32(sbias), i32(splits), f32(alpha), f32(beta)))
+
+
+def pick_tile(M: int, N: int, Z: int = 1) -> str:
+    """The 128x128 tile when it still fills every SM at least once, else the 64x64 tile
+    (four times the blocks: a partly idle GPU costs more than smaller tiles do)."""
+    if M < 128 or N < 128:
+        return "small"
+    return "large" if -(-M // 128) * -(-N // 128) * Z >= sm_count() else "small"
 
 
 def choose_splits(blocks: int, k_len: int, bk: int, max_z: int) -> int:

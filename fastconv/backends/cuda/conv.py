@@ -28,8 +28,8 @@ def _check(spec):
     rt.check_elems("the weight", spec.K * (spec.C // spec.groups) * spec.R * spec.S)
 
 
-def _tile(M, N):
-    return "large" if M >= 128 and N >= 128 else "small"
+def _tile(M, N, Z=1):
+    return rt.pick_tile(M, N, Z)
 
 
 def _chunks(N, per_image, max_images=None):
@@ -56,7 +56,7 @@ def conv2d_forward(x, w, b, spec, algo):
     elif algo == "implicit_gemm":
         Kg = spec.K // spec.groups
         npq = spec.N * spec.P * spec.Q
-        tile = _tile(Kg, npq)
+        tile = _tile(Kg, npq, spec.groups)
         BM, BN = GEMM_TILES[tile][:2]
         rt.launch("conv_implicit_gemm.cu", igemm_name("fwd", tile),
                   (-(-npq // BN), -(-Kg // BM), spec.groups),
@@ -133,7 +133,7 @@ def conv2d_backward_data(gy, w, spec, algo):
     elif algo == "implicit_gemm":
         Cg = spec.C // spec.groups
         nhw = spec.N * spec.H * spec.W
-        tile = _tile(Cg, nhw)
+        tile = _tile(Cg, nhw, spec.groups)
         BM, BN = GEMM_TILES[tile][:2]
         rt.launch("conv_implicit_gemm.cu", igemm_name("bwd_data", tile),
                   (-(-nhw // BN), -(-Cg // BM), spec.groups), (gy, w, gx, *_geom(spec)))
@@ -187,7 +187,7 @@ def conv2d_backward_weight(gy, x, spec, algo):
         return gw
     if algo == "implicit_gemm":
         npq = spec.N * spec.P * spec.Q
-        tile = _tile(Kg, crs)
+        tile = _tile(Kg, crs, G)
         BM, BN, BK = GEMM_TILES[tile][:3]
         blocks = -(-crs // BN) * -(-Kg // BM) * G
         splits = rt.choose_splits(blocks, npq, BK, 65535 // G)
@@ -207,12 +207,11 @@ def _im2col_backward_weight(gy, x, spec):
     crs = Cg * RS
     # Chunks accumulate into gw (beta = 1 or atomics), so it starts at zero.
     gw = cupy.zeros(spec.w_shape, cupy.float32)
-    BK = GEMM_TILES[_tile(Kg, crs)][2]
+    BM, BN, BK = GEMM_TILES[_tile(Kg, crs, G)][:3]
     for n0, n1 in _chunks(spec.N, spec.C * RS * PQ):
         nb = n1 - n0
         col = cupy.empty((nb, spec.C * RS, PQ), cupy.float32)
         _im2col(x[n0:n1], col, spec, nb)
-        BM, BN = GEMM_TILES[_tile(Kg, crs)][:2]
         blocks = -(-crs // BN) * -(-Kg // BM) * G
         splits = rt.choose_splits(blocks, nb * PQ, BK, 65535 // G)
         # gw_g (Kg x CgRS) += sum_n gy[n, g] (Kg x PQ) @ col[n, g]^T (PQ x CgRS)
