@@ -2,8 +2,16 @@
 (host copies) and, where PyTorch has CUDA, against torch on the device.
 
 Marked ``gpu``; skipped with the reason when CuPy or a CUDA device is missing.
+
+``FASTCONV_CUDA_EMULATE=1`` runs this file without a GPU against the host-emulated kernels
+(fastconv.backends.cuda._hostemu) with NumPy standing in for CuPy: a check of the tests and
+of the launch code, not of the GPU.
 """
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +23,19 @@ from fastconv.backends import cuda as cuda_backend
 
 pytestmark = pytest.mark.gpu
 
-_ok, _why = cuda_backend.availability()
-if not _ok:
-    pytest.skip(f"cuda backend unavailable: {_why}", allow_module_level=True)
+EMULATED = os.environ.get("FASTCONV_CUDA_EMULATE") == "1"
+if EMULATED:
+    from fastconv.backends.cuda import _hostemu
 
-import cupy  # noqa: E402  (only after the availability check)
+    if _hostemu.compiler() is None:
+        pytest.skip("FASTCONV_CUDA_EMULATE=1 but no host C++ compiler", allow_module_level=True)
+    cupy = _hostemu.install(Path(tempfile.mkdtemp(prefix="fastconv_emu_")))
+else:
+    _ok, _why = cuda_backend.availability()
+    if not _ok:
+        pytest.skip(f"cuda backend unavailable: {_why}", allow_module_level=True)
+
+    import cupy  # noqa: E402  (only after the availability check)
 
 try:
     import torch

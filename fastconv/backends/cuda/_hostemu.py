@@ -139,10 +139,8 @@ class _Kernel:
 _MODULES = ("_runtime", "conv", "pool", "norm", "misc")
 
 
-@contextlib.contextmanager
-def emulate(workdir: Path):
-    """Points the cuda backend's wrappers at host-compiled kernels and NumPy arrays;
-    yields the backend package. Restores everything on exit."""
+def _patch(workdir: Path):
+    """Applies the emulation; returns (backend package, undo function)."""
     fake = _fake_cupy()
     saved_sys = sys.modules.get("cupy")
     import importlib
@@ -164,15 +162,81 @@ def emulate(workdir: Path):
     rt = mods["_runtime"]
     saved = {m: mod.cupy for m, mod in mods.items()}
     saved_kernel, saved_sm = rt.kernel, dict(rt._sm_counts)
-    try:
-        for mod in mods.values():
-            mod.cupy = fake
-        rt.kernel = kernel
-        rt._sm_counts.clear()
-        yield importlib.import_module("fastconv.backends.cuda")
-    finally:
+    for mod in mods.values():
+        mod.cupy = fake
+    rt.kernel = kernel
+    rt._sm_counts.clear()
+
+    def undo():
         for m, mod in mods.items():
             mod.cupy = saved[m]
         rt.kernel = saved_kernel
         rt._sm_counts.clear()
         rt._sm_counts.update(saved_sm)
+
+    return importlib.import_module("fastconv.backends.cuda"), undo
+
+
+@contextlib.contextmanager
+def emulate(workdir: Path):
+    """Points the cuda backend's wrappers at host-compiled kernels and NumPy arrays;
+    yields the backend package. Restores everything on exit."""
+    be, undo = _patch(workdir)
+    try:
+        yield be
+    finally:
+        undo()
+
+
+def install(workdir: Path):
+    """Process-wide opt-in (``FASTCONV_CUDA_EMULATE=1`` in tests/test_cuda_gpu.py): makes
+    ``import cupy`` give the NumPy stand-in, routes its arrays through the public functional
+    API to the ``cuda`` backend, and runs that backend's kernels host-emulated. Lets the GPU
+    test-suite itself be exercised without a GPU. Not reversible; never used by fastconv
+    itself. Returns the stand-in ``cupy`` module."""
+    if "cupy" in sys.modules and not getattr(sys.modules["cupy"], "_fastconv_emu", False):
+        raise RuntimeError("the real CuPy is already imported; emulation would mix the two")
+    from ... import _args, _dispatch
+
+    be, _ = _patch(workdir)
+    fake = be._runtime.cupy
+    fake._fastconv_emu = True
+
+    def fallback(name):
+        fn = getattr(np, name)
+        if not callable(fn):
+            return fn
+
+        def wrapped(*a, **k):
+            r = fn(*a, **k)
+            return r.view(EmuArray) if isinstance(r, np.ndarray) else r
+
+        return wrapped
+
+    fake.__getattr__ = fallback
+
+    class _Stream:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def synchronize(self):
+            pass
+
+    fake.cuda.Stream = _Stream
+    sys.modules["cupy"] = fake
+    original = _args.array_module_name
+
+    def array_module_name(a):
+        return "cupy" if isinstance(a, EmuArray) else original(a)
+
+    _args.array_module_name = array_module_name
+    with _dispatch._lock:
+        _dispatch._failed.pop("cuda", None)
+        _dispatch._loaded["cuda"] = be
+    return fake
