@@ -132,8 +132,8 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
         raise ValueError(f"backend {name!r} has no algorithm for {op}")
     if len(candidates) == 1:
         return candidates[0]
-    from . import autotune
-
+    # Imported by name: the package attribute fastconv.autotune may not be bound yet.
+    autotune = importlib.import_module("fastconv.autotune")
     if runner is not None and autotune.enabled():
         tuned = autotune.tuned_choice(name, op, spec, dtype, candidates, runner)
         if tuned is not None:
