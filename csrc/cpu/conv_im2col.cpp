@@ -278,6 +278,29 @@ void conv_im2col_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
     }
     return;
   }
+  if (s.sh == 1 && s.sw == 1) {
+    // Stride 1: the data gradient is itself a forward convolution of gy with the
+    // filters transposed (K <-> C) and flipped, padded by d*(R-1) - pad. That runs on
+    // the fused-im2col forward path: no column buffer, no col2im scatter. The padding
+    // may come out negative (pad > d*(R-1)); the packer's bounds checks handle that.
+    ConvShape t = s;
+    t.C = s.K; t.H = s.P; t.W = s.Q;
+    t.K = s.C; t.P = s.H; t.Q = s.W;
+    t.ph = s.dh * (s.R - 1) - s.ph;
+    t.pw = s.dw * (s.S - 1) - s.pw;
+    const int64_t RS = geo.RS;
+    T* wt = static_cast<T*>(ColScratch::get().get(sizeof(T) * s.K * Cg * RS));
+    // wt[g][c][k][R-1-r][S-1-s] = w[g][k][c][r][s]
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t c = 0; c < Cg; ++c) {
+          const T* src = w + ((g * Kg + k) * Cg + c) * RS;
+          T* dst = wt + ((g * Cg + c) * Kg + k) * RS;
+          for (int64_t i = 0; i < RS; ++i) dst[RS - 1 - i] = src[i];
+        }
+    conv_im2col_fwd<T>(t, gy, wt, nullptr, gx);
+    return;
+  }
   {
     const int64_t total = s.N * s.C * HW;
     const int zt = threads_for(total / 4096 + 1, 4096);

@@ -172,10 +172,66 @@ inline void split(int64_t n, int nt, int t, int64_t& lo, int64_t& hi) {
   hi = lo + q + (t < r ? 1 : 0);
 }
 
+// One thread's share: C rows [i_lo, i_hi) x columns [j_lo, j_hi), summing k over
+// [k_lo, k_hi). The classic five loops: jc (NC) / pc (KC) / ic (MC) / jr / ir, with
+// private packing buffers, so threads never wait on each other.
+template <class T, class PackA, class PackB, class ColMap>
+void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo, int64_t k_hi,
+            T alpha, const PackA& pack_a, const PackB& pack_b, T beta, T* C, int64_t ldc,
+            const ColMap& off, const T* bias) {
+  using Bk = Blk<T>;
+  constexpr int MR = Bk::MR, NR = Bk::NR;
+  const int64_t M = i_hi - i_lo, N = j_hi - j_lo, K = k_hi - k_lo;
+  if (M <= 0 || N <= 0) return;
+  // Even k blocks (576 -> 2 x 288 rather than 384 + 192) keep every pass efficient.
+  const int64_t kc_max = ceil_div(K, ceil_div(K, Bk::KC));
+  const int64_t nc_max = std::min<int64_t>(ceil_div(N, NR) * NR, Bk::NC);
+  const int64_t mc_max = std::min<int64_t>(ceil_div(M, MR) * MR, Bk::MC);
+  const size_t b_elems = static_cast<size_t>(kc_max) * nc_max;
+  T* bpack = static_cast<T*>(
+      pack_scratch().get(sizeof(T) * (b_elems + static_cast<size_t>(kc_max) * mc_max)));
+  T* apack = bpack + b_elems;
+  for (int64_t jc = j_lo; jc < j_hi; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, j_hi - jc);
+    for (int64_t pc = k_lo; pc < k_hi; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, k_hi - pc);
+      const T beta_eff = pc == k_lo ? beta : T(1);
+      const T* bias_eff = pc == k_lo ? bias : nullptr;
+      pack_b(pc, kc, jc, nc, bpack);
+      for (int64_t ic = i_lo; ic < i_hi; ic += mc_max) {
+        const int64_t mc = std::min(mc_max, i_hi - ic);
+        pack_a(ic, mc, pc, kc, apack);
+        for (int64_t jp = 0; jp * NR < nc; ++jp) {
+          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
+          for (int64_t ip = 0; ip * MR < mc; ++ip) {
+            const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
+            tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
+                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
+          }
+        }
+      }
+    }
+  }
+}
+
+inline Scratch& reduce_scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
 // The driver. PackA(i0, mc, k0, kc, dst) fills ceil(mc/MR) panels of kc*MR values
 // (rows past mc zeroed); PackB(k0, kc, j0, nc, dst) fills ceil(nc/NR) panels of kc*NR
 // (columns past nc zeroed). Both must be callable concurrently on disjoint ranges.
 // nthreads == 1 never opens a parallel region (callers may already be in one).
+//
+// Threads get disjoint shares and run the serial loops without barriers (this box is
+// shared, and a barrier waits for the slowest, possibly descheduled, thread): by rows
+// (each thread packs all of B) or by columns (each packs all of A), whichever
+// duplicates less. Long thin products (the weight gradient: small M x N, k over the
+// whole batch) are cut along k into a fixed number of chunks summed into private
+// copies of C and reduced in a fixed order. The chunking depends on the shape only,
+// never on the thread count, and every split follows the micro-tile grid, so results
+// are bitwise identical for any number of threads.
 template <class T, class PackA, class PackB, class ColMap>
 void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const PackB& pack_b,
          T beta, T* C, int64_t ldc, const ColMap& off, const T* bias, int nthreads) {
@@ -191,105 +247,71 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
       }
     return;
   }
-  // Even k blocks (576 -> 2 x 288 rather than 384 + 192) keep every pass efficient.
-  const int64_t kc_max = ceil_div(K, ceil_div(K, Bk::KC));
-  const int64_t nc_max = std::min<int64_t>(ceil_div(N, NR) * NR, Bk::NC);
-  const int64_t m_panels = ceil_div(M, MR);
-  const int64_t n_panels_blk = ceil_div(nc_max, NR);
   int nt = std::max(1, nthreads);
-  // No point in more threads than there are micro-tiles to share, nor for tiny jobs.
-  nt = static_cast<int>(std::min<int64_t>(nt, m_panels * ceil_div(N, NR)));
-  if (static_cast<double>(M) * N * K < 2.0e5) nt = 1;
-  // Threads split the M blocks (each packs a private A block, sharing packed B) when
-  // there are enough rows for all of them; otherwise they share each A block and
-  // split its NR-column panels.
-  const bool split_m = nt > 1 && m_panels >= 4 * nt;
-  int64_t mc_max;
-  if (split_m) {
-    const int64_t blocks = nt * ceil_div(M, nt * Bk::MC);
-    mc_max = ceil_div(ceil_div(M, blocks), MR) * MR;
-  } else {
-    mc_max = std::min<int64_t>(m_panels * MR, Bk::MC);
-  }
-  const size_t b_elems = static_cast<size_t>(kc_max) * n_panels_blk * NR;
-  const size_t a_elems = static_cast<size_t>(kc_max) * mc_max;
-  const int a_bufs = split_m ? nt : 1;
-  T* ws = static_cast<T*>(pack_scratch().get(sizeof(T) * (b_elems + a_elems * a_bufs)));
-  T* bpack = ws;
+  if (static_cast<double>(M) * N * K < 1.0e6) nt = 1;
 
-  auto body = [&](int tid, int nth) {
-    T* apack = ws + b_elems + (split_m ? a_elems * tid : 0);
-    for (int64_t jc = 0; jc < N; jc += nc_max) {
-      const int64_t nc = std::min(nc_max, N - jc);
-      const int64_t np = ceil_div(nc, NR);
-      for (int64_t pc = 0; pc < K; pc += kc_max) {
-        const int64_t kc = std::min(kc_max, K - pc);
-        const T beta_eff = pc == 0 ? beta : T(1);
-        const T* bias_eff = pc == 0 ? bias : nullptr;
-        if (nth > 1) {
-#pragma omp barrier
-        }
-        {
-          int64_t p0, p1;
-          split(np, nth, tid, p0, p1);
-          if (p1 > p0)
-            pack_b(pc, kc, jc + p0 * NR, std::min(nc, p1 * NR) - p0 * NR, bpack + p0 * kc * NR);
-        }
-        if (nth > 1) {
-#pragma omp barrier
-        }
-        if (split_m) {
-          int64_t blk = 0;
-          for (int64_t ic = 0; ic < M; ic += mc_max, ++blk) {
-            if (blk % nth != tid) continue;
-            const int64_t mc = std::min(mc_max, M - ic);
-            pack_a(ic, mc, pc, kc, apack);
-            for (int64_t jp = 0; jp < np; ++jp) {
-              const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
-              for (int64_t ip = 0; ip * MR < mc; ++ip) {
-                const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-                tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
-                     jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
-              }
-            }
-          }
-        } else {
-          for (int64_t ic = 0; ic < M; ic += mc_max) {
-            const int64_t mc = std::min(mc_max, M - ic);
-            const int64_t mp = ceil_div(mc, MR);
-            if (nth > 1) {
-#pragma omp barrier
-            }
-            {
-              int64_t q0, q1;
-              split(mp, nth, tid, q0, q1);
-              if (q1 > q0)
-                pack_a(ic + q0 * MR, std::min(mc, q1 * MR) - q0 * MR, pc, kc,
-                       apack + q0 * kc * MR);
-            }
-            if (nth > 1) {
-#pragma omp barrier
-            }
-            int64_t j0, j1;
-            split(np, nth, tid, j0, j1);
-            for (int64_t jp = j0; jp < j1; ++jp) {
-              const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
-              for (int64_t ip = 0; ip < mp; ++ip) {
-                const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-                tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
-                     jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
-              }
-            }
-          }
-        }
+  constexpr int kDepthChunks = 8;
+  if (K >= kDepthChunks * 512 && double(M) * N <= double(1 << 19) &&
+      double(M) * N * 16 <= double(K) * std::max(M, N)) {
+    T* partial = static_cast<T*>(reduce_scratch().get(
+        sizeof(T) * static_cast<size_t>(M) * N * (kDepthChunks - 1)));
+    auto chunk = [&](int c) {
+      int64_t lo, hi;
+      split(ceil_div(K, 8), kDepthChunks, c, lo, hi);
+      lo = std::min(K, lo * 8);
+      hi = std::min(K, hi * 8);
+      if (c == 0) {
+        serial(0, M, 0, N, lo, hi, alpha, pack_a, pack_b, beta, C, ldc, off, bias);
+      } else {
+        T* part = partial + static_cast<size_t>(c - 1) * M * N;
+        serial(0, M, 0, N, lo, hi, alpha, pack_a, pack_b, T(0), part, N, ColIdentity{},
+               static_cast<const T*>(nullptr));
       }
+    };
+    const int ct = std::min(nt, kDepthChunks);
+    if (ct > 1) {
+#pragma omp parallel for schedule(static, 1) num_threads(ct)
+      for (int c = 0; c < kDepthChunks; ++c) chunk(c);
+    } else {
+      for (int c = 0; c < kDepthChunks; ++c) chunk(c);
     }
-  };
+    const int rt = ct > 1 && M > 1 ? ct : 1;
+#pragma omp parallel for schedule(static) num_threads(rt) if (rt > 1)
+    for (int64_t i = 0; i < M; ++i)
+      for (int c = 1; c < kDepthChunks; ++c) {
+        const T* part = partial + (static_cast<size_t>(c - 1) * M + i) * N;
+        for (int64_t j = 0; j < N; ++j) C[i * ldc + off(j)] += part[j];
+      }
+    return;
+  }
+
+  bool by_rows = false, by_cols = false;
+  if (nt > 1) {
+    const bool rows_ok = ceil_div(M, MR) >= 2 * nt, cols_ok = ceil_div(N, NR) >= 2 * nt;
+    // Splitting rows duplicates B packing (K*N per thread), columns A packing (M*K).
+    if (rows_ok && (!cols_ok || double(K) * N <= double(M) * K)) by_rows = true;
+    else if (cols_ok) by_cols = true;
+    else if (ceil_div(M, MR) >= nt) by_rows = true;
+    else if (ceil_div(N, NR) >= nt) by_cols = true;
+    else nt = 1;
+  }
   if (nt == 1) {
-    body(0, 1);
-  } else {
+    serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias);
+    return;
+  }
 #pragma omp parallel num_threads(nt)
-    body(omp_get_thread_num(), omp_get_num_threads());
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    int64_t lo, hi;
+    if (by_rows) {
+      split(ceil_div(M, MR), nth, tid, lo, hi);
+      serial(lo * MR, std::min(M, hi * MR), 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
+             bias);
+    } else {
+      split(ceil_div(N, NR), nth, tid, lo, hi);
+      serial(0, M, lo * NR, std::min(N, hi * NR), 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
+             bias);
+    }
   }
 }
 
