@@ -1,4 +1,5 @@
-// Bindings for the im2col convolution (csrc/cpu/conv_im2col.cpp).
+// Bindings for the im2col convolution (csrc/cpu/conv_im2col.cpp). Arrays are
+// noconvert: an implicitly converted output would be a temporary copy, silently lost.
 #include "bind/arrays.h"
 #include "cpu/kernels.h"
 
@@ -16,7 +17,8 @@ static void def_im2col(nb::module_& m) {
         mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
         FC_DISPATCH(conv_im2col_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
       },
-      nb::arg("x"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"), nb::arg("stride"),
+      nb::arg("x").noconvert(), nb::arg("w").noconvert(), nb::arg("bias").noconvert().none(),
+      nb::arg("y").noconvert(), nb::arg("stride"),
       nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
   m.def(
       "conv_im2col_bwd_data",
@@ -25,7 +27,8 @@ static void def_im2col(nb::module_& m) {
         mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
         FC_DISPATCH(conv_im2col_bwd_data<T>(s, gy.data(), w.data(), gx.data()));
       },
-      nb::arg("grad_out"), nb::arg("w"), nb::arg("grad_x"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("grad_out").noconvert(), nb::arg("w").noconvert(), nb::arg("grad_x").noconvert(),
+      nb::arg("stride"), nb::arg("padding"),
       nb::arg("dilation"), nb::arg("groups"), GIL());
   m.def(
       "conv_im2col_bwd_weight",
@@ -34,7 +37,8 @@ static void def_im2col(nb::module_& m) {
         mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
         FC_DISPATCH(conv_im2col_bwd_weight<T>(s, gy.data(), x.data(), gw.data()));
       },
-      nb::arg("grad_out"), nb::arg("x"), nb::arg("grad_w"), nb::arg("stride"), nb::arg("padding"),
+      nb::arg("grad_out").noconvert(), nb::arg("x").noconvert(), nb::arg("grad_w").noconvert(),
+      nb::arg("stride"), nb::arg("padding"),
       nb::arg("dilation"), nb::arg("groups"), GIL());
 }
 

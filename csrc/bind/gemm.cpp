@@ -21,7 +21,7 @@ static void def_gemm(nb::module_& m, const char* name) {
         FC_DISPATCH(gemm<T>(trans_a, trans_b, M, N, K, alpha, a.data(), a.shape(1), b.data(),
                             b.shape(1), beta, c.data(), N, num_threads()));
       },
-      nb::arg("a"), nb::arg("b"), nb::arg("c"), nb::arg("trans_a") = false,
+      nb::arg("a").noconvert(), nb::arg("b").noconvert(), nb::arg("c").noconvert(), nb::arg("trans_a") = false,
       nb::arg("trans_b") = false, nb::arg("alpha") = T(1), nb::arg("beta") = T(0), GIL(),
       "c = alpha * op(a) @ op(b) + beta * c, in place, row-major.");
 }
