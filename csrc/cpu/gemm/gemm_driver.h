@@ -165,6 +165,12 @@ inline void tile(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const Co
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The stationary-A path (see serial): packed A up to this size, B packed this many
+// NR-wide panels at a time with k blocks of this depth (kc * NR * 4 B = 24 KiB < L1).
+constexpr double kStationaryA = 384 * 1024;
+constexpr int64_t kStationaryKC = 192;
+constexpr int64_t kStationaryPanels = 4;
+
 // Splits [0, n) into nt nearly equal parts; part t is [lo, hi).
 inline void split(int64_t n, int nt, int t, int64_t& lo, int64_t& hi) {
   const int64_t q = n / nt, r = n % nt;
@@ -183,6 +189,41 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
   constexpr int MR = Bk::MR, NR = Bk::NR;
   const int64_t M = i_hi - i_lo, N = j_hi - j_lo, K = k_hi - k_lo;
   if (M <= 0 || N <= 0) return;
+  if (static_cast<double>(ceil_div(M, MR) * MR) * K * sizeof(T) <= kStationaryA) {
+    // Few rows (a conv layer's output channels against a whole batch of pixels): all
+    // of packed A stays in L2, and B is packed a few micro-panels at a time so that
+    // its panels are consumed from L1/L2 right after packing, instead of streaming a
+    // multi-MiB KC x NC block through L3.
+    const int64_t kc_max = ceil_div(K, ceil_div(K, kStationaryKC));
+    const int64_t mp = ceil_div(M, MR);
+    const int64_t nc_max = NR * kStationaryPanels;
+    const size_t a_elems = static_cast<size_t>(mp) * MR * K;
+    T* apack = static_cast<T*>(
+        pack_scratch().get(sizeof(T) * (a_elems + static_cast<size_t>(kc_max) * nc_max)));
+    T* bpack = apack + a_elems;
+    // A block for k range pc lives at apack + pc * mp * MR, panels of kc * MR.
+    for (int64_t pc = k_lo; pc < k_hi; pc += kc_max)
+      pack_a(i_lo, M, pc, std::min(kc_max, k_hi - pc), apack + (pc - k_lo) * mp * MR);
+    for (int64_t jc = j_lo; jc < j_hi; jc += nc_max) {
+      const int64_t nc = std::min(nc_max, j_hi - jc);
+      for (int64_t pc = k_lo; pc < k_hi; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, k_hi - pc);
+        const T beta_eff = pc == k_lo ? beta : T(1);
+        const T* bias_eff = pc == k_lo ? bias : nullptr;
+        pack_b(pc, kc, jc, nc, bpack);
+        const T* ablk = apack + (pc - k_lo) * mp * MR;
+        for (int64_t jp = 0; jp * NR < nc; ++jp) {
+          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
+          for (int64_t ip = 0; ip < mp; ++ip) {
+            const int mr = static_cast<int>(std::min<int64_t>(MR, M - ip * MR));
+            tile(kc, ablk + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, i_lo + ip * MR,
+                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
+          }
+        }
+      }
+    }
+    return;
+  }
   // Even k blocks (576 -> 2 x 288 rather than 384 + 192) keep every pass efficient.
   const int64_t kc_max = ceil_div(K, ceil_div(K, Bk::KC));
   const int64_t nc_max = std::min<int64_t>(ceil_div(N, NR) * NR, Bk::NC);
