@@ -184,12 +184,12 @@ inline void split(int64_t n, int nt, int t, int64_t& lo, int64_t& hi) {
 template <class T, class PackA, class PackB, class ColMap>
 void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo, int64_t k_hi,
             T alpha, const PackA& pack_a, const PackB& pack_b, T beta, T* C, int64_t ldc,
-            const ColMap& off, const T* bias) {
+            const ColMap& off, const T* bias, bool stationary_a) {
   using Bk = Blk<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR;
   const int64_t M = i_hi - i_lo, N = j_hi - j_lo, K = k_hi - k_lo;
   if (M <= 0 || N <= 0) return;
-  if (static_cast<double>(ceil_div(M, MR) * MR) * K * sizeof(T) <= kStationaryA) {
+  if (stationary_a) {
     // Few rows (a conv layer's output channels against a whole batch of pixels): all
     // of packed A stays in L2, and B is packed a few micro-panels at a time so that
     // its panels are consumed from L1/L2 right after packing, instead of streaming a
@@ -197,7 +197,8 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
     const int64_t kc_max = ceil_div(K, ceil_div(K, kStationaryKC));
     const int64_t mp = ceil_div(M, MR);
     const int64_t nc_max = NR * kStationaryPanels;
-    const size_t a_elems = static_cast<size_t>(mp) * MR * K;
+    // Rounded to 64 bytes: B follows and is read with aligned vector loads.
+    const size_t a_elems = (static_cast<size_t>(mp) * MR * K * sizeof(T) + 63) / 64 * 64 / sizeof(T);
     T* apack = static_cast<T*>(
         pack_scratch().get(sizeof(T) * (a_elems + static_cast<size_t>(kc_max) * nc_max)));
     T* bpack = apack + a_elems;
@@ -290,6 +291,9 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
   }
   int nt = std::max(1, nthreads);
   if (static_cast<double>(M) * N * K < 1.0e6) nt = 1;
+  // Decided on the whole product, not a thread's share: the k blocking (and so the
+  // rounding) must not depend on the thread count.
+  const bool stat = static_cast<double>(ceil_div(M, MR) * MR) * K * sizeof(T) <= kStationaryA;
 
   constexpr int kDepthChunks = 8;
   if (K >= kDepthChunks * 512 && double(M) * N <= double(1 << 19) &&
@@ -302,11 +306,11 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
       lo = std::min(K, lo * 8);
       hi = std::min(K, hi * 8);
       if (c == 0) {
-        serial(0, M, 0, N, lo, hi, alpha, pack_a, pack_b, beta, C, ldc, off, bias);
+        serial(0, M, 0, N, lo, hi, alpha, pack_a, pack_b, beta, C, ldc, off, bias, stat);
       } else {
         T* part = partial + static_cast<size_t>(c - 1) * M * N;
         serial(0, M, 0, N, lo, hi, alpha, pack_a, pack_b, T(0), part, N, ColIdentity{},
-               static_cast<const T*>(nullptr));
+               static_cast<const T*>(nullptr), stat);
       }
     };
     const int ct = std::min(nt, kDepthChunks);
@@ -337,7 +341,7 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
     else nt = 1;
   }
   if (nt == 1) {
-    serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias);
+    serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias, stat);
     return;
   }
 #pragma omp parallel num_threads(nt)
@@ -347,11 +351,11 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
     if (by_rows) {
       split(ceil_div(M, MR), nth, tid, lo, hi);
       serial(lo * MR, std::min(M, hi * MR), 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
-             bias);
+             bias, stat);
     } else {
       split(ceil_div(N, NR), nth, tid, lo, hi);
       serial(0, M, lo * NR, std::min(N, hi * NR), 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
-             bias);
+             bias, stat);
     }
   }
 }
