@@ -1,9 +1,50 @@
-// Bindings for the conv_im2col kernels.
+// Bindings for the im2col convolution (csrc/cpu/conv_im2col.cpp). Arrays are
+// noconvert: an implicitly converted output would be a temporary copy, silently lost.
 #include "bind/arrays.h"
 #include "cpu/kernels.h"
 
 namespace fc::bind {
 
-void bind_conv_im2col(nb::module_& m) { (void)m; }
+template <class T>
+static void def_im2col(nb::module_& m) {
+  m.def(
+      "conv_im2col_fwd",
+      [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair stride, Pair pad, Pair dil,
+         int64_t groups) {
+        const ConvShape s = conv_shape(x, w, y, stride, pad, dil, groups);
+        require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
+        // The GEMM's k dimension is C/groups * R * S; keep it (and the whole filter) in range.
+        mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
+        FC_DISPATCH(conv_im2col_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
+      },
+      nb::arg("x").noconvert(), nb::arg("w").noconvert(), nb::arg("bias").noconvert().none(),
+      nb::arg("y").noconvert(), nb::arg("stride"),
+      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
+  m.def(
+      "conv_im2col_bwd_data",
+      [](In<T, 4> gy, In<T, 4> w, Out<T, 4> gx, Pair stride, Pair pad, Pair dil, int64_t groups) {
+        const ConvShape s = conv_shape(gx, w, gy, stride, pad, dil, groups);
+        mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
+        FC_DISPATCH(conv_im2col_bwd_data<T>(s, gy.data(), w.data(), gx.data()));
+      },
+      nb::arg("grad_out").noconvert(), nb::arg("w").noconvert(), nb::arg("grad_x").noconvert(),
+      nb::arg("stride"), nb::arg("padding"),
+      nb::arg("dilation"), nb::arg("groups"), GIL());
+  m.def(
+      "conv_im2col_bwd_weight",
+      [](In<T, 4> gy, In<T, 4> x, Out<T, 4> gw, Pair stride, Pair pad, Pair dil, int64_t groups) {
+        const ConvShape s = conv_shape(x, gw, gy, stride, pad, dil, groups);
+        mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
+        FC_DISPATCH(conv_im2col_bwd_weight<T>(s, gy.data(), x.data(), gw.data()));
+      },
+      nb::arg("grad_out").noconvert(), nb::arg("x").noconvert(), nb::arg("grad_w").noconvert(),
+      nb::arg("stride"), nb::arg("padding"),
+      nb::arg("dilation"), nb::arg("groups"), GIL());
+}
+
+void bind_conv_im2col(nb::module_& m) {
+  def_im2col<float>(m);
+  def_im2col<double>(m);
+}
 
 }  // namespace fc::bind
