@@ -26,6 +26,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <omp.h>
+
 namespace fc {
 namespace FC_ISA {
 
@@ -102,58 +104,83 @@ struct Tr<4, V> {
   }
 };
 
-// G (alpha x 3) of F(m, 3), in double: the filter transform is done once per call.
-template <int m>
-const double (*g_matrix())[3];
-template <>
-const double (*g_matrix<2>())[3] {
-  static const double G[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
-  return G;
-}
-template <>
-const double (*g_matrix<4>())[3] {
-  static const double G[6][3] = {{1. / 4, 0, 0},           {-1. / 6, -1. / 6, -1. / 6},
-                                 {-1. / 6, 1. / 6, -1. / 6}, {1. / 24, 1. / 12, 1. / 6},
-                                 {1. / 24, -1. / 12, 1. / 6}, {0, 0, 1}};
-  return G;
-}
+// 1-D filter transform G g (3 -> alpha values). Computed in T: the rounding of 1/6
+// and 1/24 is part of the measured F(4,3) error budget.
+template <int m, class T, class V>
+struct FilterTr;
+template <class T, class V>
+struct FilterTr<2, T, V> {
+  static void run(const V* g, V* u) {
+    u[0] = g[0];
+    u[1] = (g[0] + g[1] + g[2]) * T(0.5);
+    u[2] = (g[0] - g[1] + g[2]) * T(0.5);
+    u[3] = g[2];
+  }
+};
+template <class T, class V>
+struct FilterTr<4, T, V> {
+  static void run(const V* g, V* u) {
+    const V s02 = g[0] + g[2];
+    const V e = g[0] * T(1.0 / 24) + g[2] * T(1.0 / 6), o = g[1] * T(1.0 / 12);
+    u[0] = g[0] * T(0.25);
+    u[1] = (s02 + g[1]) * T(-1.0 / 6);
+    u[2] = (s02 - g[1]) * T(-1.0 / 6);
+    u[3] = e + o;
+    u[4] = e - o;
+    u[5] = g[2];
+  }
+};
 
-// Packs U[xi][kb][c][MR] = (G g_{k,c} G^T)[xi] for k = kb*MR + i (zero past K).
-// g(k, c) returns a pointer to the 3x3 filter (row-major) or fills `tmp`.
-template <class T, int m, class GetFilter>
-void transform_filters(int64_t K, int64_t C, GetFilter g, T* U) {
-  constexpr int a = m + 2;
-  const double(*G)[3] = g_matrix<m>();
-  const int64_t KB = (K + MR - 1) / MR;
-  const int64_t per_xi = KB * C * MR;
-#pragma omp parallel for schedule(static) num_threads(threads_for(K, C * 200))
-  for (int64_t k = 0; k < KB * MR; ++k) {
-    const int64_t kb = k / MR, i = k % MR;
-    for (int64_t c = 0; c < C; ++c) {
-      double u[a][a];
-      if (k < K) {
-        double f[3][3];
-        g(k, c, f);
-        double t[a][3];  // G g
-        for (int r = 0; r < a; ++r)
-          for (int s = 0; s < 3; ++s)
-            t[r][s] = G[r][0] * f[0][s] + G[r][1] * f[1][s] + G[r][2] * f[2][s];
-        for (int r = 0; r < a; ++r)
-          for (int q = 0; q < a; ++q)
-            u[r][q] = t[r][0] * G[q][0] + t[r][1] * G[q][1] + t[r][2] * G[q][2];
-      } else {
-        for (int r = 0; r < a; ++r)
-          for (int q = 0; q < a; ++q) u[r][q] = 0;
+// U[xi][k][c] = (G g_{k,c} G^T)[xi] for k < Kp (rows k >= K are zero), vectorised over
+// c. filt(k, r, s, c) gives the filter tap; wt is a per-k transposed copy [9][C].
+template <class T, int m, class Tap>
+void transform_filters(int64_t K, int64_t Kp, int64_t C, Tap filt, T* U) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, a = m + 2;
+  const int64_t Cv = (C + L - 1) / L * L;
+#pragma omp parallel num_threads(threads_for(Kp, C * 300))
+  {
+    std::vector<T> wt(size_t(9) * Cv + L, T(0));
+    alignas(64) T tmp[L];
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < Kp; ++k) {
+      if (k >= K) {
+        for (int xi = 0; xi < a * a; ++xi) std::fill(U + (xi * Kp + k) * C, U + (xi * Kp + k + 1) * C, T(0));
+        continue;
       }
-      for (int xi = 0; xi < a * a; ++xi)
-        U[xi * per_xi + (kb * C + c) * MR + i] = static_cast<T>(u[xi / a][xi % a]);
+      for (int rs = 0; rs < 9; ++rs)
+        for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
+      for (int64_t c = 0; c < C; c += L) {
+        V g[3][3], t[a][3];
+        for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt.data() + rs * Cv + c);
+        for (int q = 0; q < 3; ++q) {
+          V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
+          FilterTr<m, T, V>::run(col, o);
+          for (int r = 0; r < a; ++r) t[r][q] = o[r];
+        }
+        const int64_t nc = std::min<int64_t>(L, C - c);
+        for (int r = 0; r < a; ++r) {
+          V o[a];
+          FilterTr<m, T, V>::run(t[r], o);
+          for (int q = 0; q < a; ++q) {
+            T* dst = U + ((r * a + q) * Kp + k) * C + c;
+            if (nc == L) {
+              S::store(dst, o[q]);
+            } else {
+              S::store(tmp, o[q]);
+              std::copy(tmp, tmp + nc, dst);
+            }
+          }
+        }
+      }
     }
   }
 }
 
-// M[0..kv)[0..NR*L) = Upanel (C x MR, packed) ^T * V (C rows of ld), kv <= MR.
+// M[0..kv)[0..NR*L) = U (MR rows of ldu) * V (C rows of ldv), kv <= MR.
 template <class T>
-inline void micro_gemm(int64_t C, const T* __restrict Up, const T* __restrict Vp, int64_t ldv,
+inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
                        T* __restrict Mp, int64_t ldm, int kv) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -168,7 +195,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, const T* __restrict Vp
     for (int j = 0; j < NR; ++j) b[j] = S::load(Vp + c * ldv + j * S::L);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const V u = S::splat(Up[c * MR + i]);
+      const V u = S::splat(Up[i * ldu + c]);
 #pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) acc[i][j] += u * b[j];
     }
@@ -184,167 +211,244 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, const T* __restrict Vp
   }
 }
 
+// Calling-thread workspace that keeps its largest size between calls: the filter
+// transform U of a 512x512 layer is ~38 MB, and a fresh allocation every call costs
+// more in page faults (first touch of new pages) than the filter transform itself.
+// Freed when the calling thread exits.
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[3];
+  if (buf[slot].size() < n) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n);
+  }
+  return buf[slot].data();
+}
+
 // One (n, tile row) run of consecutive tiles inside a chunk.
 struct Segment {
   int64_t n, th, tw0, cnt, off;  // off: column of the first tile in the chunk buffers
 };
 
+// The three stages of one chunk of tiles; each takes a sub-range of its loop so the
+// cooperative mode can split a chunk between threads.
 template <class T, int m>
-void winograd_core(const ConvShape& s, const T* x, const T* U, const T* bias, T* y) {
+struct Chunk {
   using S = Simd<T>;
   using V = typename S::V;
-  constexpr int L = S::L;
-  constexpr int a = m + 2, A2 = a * a;
-  constexpr int TB = NR * L;  // tiles per micro-kernel call
-  const int64_t C = s.C, K = s.K, H = s.H, W = s.W, P = s.P, Q = s.Q;
-  const int64_t TH = (P + m - 1) / m, TW = (Q + m - 1) / m;
-  const int64_t tiles_img = TH * TW, NT = s.N * tiles_img;
-  const int64_t KB = (K + MR - 1) / MR;
+  static constexpr int L = S::L, a = m + 2, A2 = a * a, TB = NR * L;
+  const ConvShape& s;
+  int64_t TW, tiles_img, Kp, ld, phw;
 
-  // Chunk size: the transform-domain buffers V (A2 x C x Tc) and M (A2 x K x Tc) should
-  // stay around L2 size; never fewer chunks than threads when there is enough work.
+  // Splits tiles [t0, t1) into runs of one tile row.
+  void segments(int64_t t0, int64_t t1, std::vector<Segment>& segs) const {
+    segs.clear();
+    for (int64_t t = t0; t < t1;) {
+      const int64_t n = t / tiles_img, rem = t % tiles_img;
+      const int64_t th = rem / TW, tw0 = rem % TW;
+      const int64_t cnt = std::min(TW - tw0, t1 - t);
+      segs.push_back({n, th, tw0, cnt, t - t0});
+      t += cnt;
+    }
+  }
+
+  void input(const std::vector<Segment>& segs, int64_t c0, int64_t c1, const T* x, T* Vbuf,
+             T* phbuf) const {
+    const int64_t C = s.C, H = s.H, W = s.W;
+    for (const Segment& g : segs) {
+      const int64_t nv = (g.cnt + L - 1) / L * L;
+      const int64_t ncol = nv + (a - 1) / m;  // phase-row entries the vectors read
+      const int64_t col0 = g.tw0 * m - s.pw;  // input column of phase 0, entry 0
+      // Entries u with 0 <= col0 + m*u + p < W for every p are copied without checks.
+      int64_t u_lo = col0 >= 0 ? 0 : (-col0 + m - 1) / m;
+      int64_t u_hi = col0 + m - 1 < W ? (W - m - col0) / m + 1 : 0;
+      u_lo = std::min(u_lo, ncol);
+      u_hi = std::max(u_lo, std::min(u_hi, ncol));
+      for (int64_t c = c0; c < c1; ++c) {
+        const T* xc = x + (g.n * C + c) * H * W;
+        for (int i = 0; i < a; ++i) {
+          const int64_t row = g.th * m - s.ph + i;
+          T* pr = phbuf + size_t(i) * m * phw;
+          if (row < 0 || row >= H) {
+            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ncol, T(0));
+            continue;
+          }
+          const T* xr = xc + row * W;
+          for (int64_t u = 0; u < u_lo; ++u)
+            for (int p = 0; p < m; ++p) {
+              const int64_t col = col0 + m * u + p;
+              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+            }
+          const T* src = xr + col0 + m * u_lo;
+          for (int64_t v = 0; v < u_hi - u_lo; ++v)
+            for (int p = 0; p < m; ++p) pr[p * phw + u_lo + v] = src[m * v + p];
+          for (int64_t u = u_hi; u < ncol; ++u)
+            for (int p = 0; p < m; ++p) {
+              const int64_t col = col0 + m * u + p;
+              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+            }
+        }
+        T* vdst = Vbuf + c * ld + g.off;
+        for (int64_t vb = 0; vb < nv; vb += L) {
+          V d[a][a], e[a][a];
+          for (int i = 0; i < a; ++i)
+            for (int q = 0; q < a; ++q)
+              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m);
+          for (int q = 0; q < a; ++q) {
+            V col[a], o[a];
+            for (int i = 0; i < a; ++i) col[i] = d[i][q];
+            Tr<m, V>::in(col, o);
+            for (int i = 0; i < a; ++i) e[i][q] = o[i];
+          }
+          for (int i = 0; i < a; ++i) {
+            V o[a];
+            Tr<m, V>::in(e[i], o);
+            for (int q = 0; q < a; ++q) S::store(vdst + (i * a + q) * C * ld + vb, o[q]);
+          }
+        }
+      }
+    }
+  }
+
+  // GEMMs for work items [w0, w1) of (xi, kb) pairs, over tile columns [0, tcols).
+  void gemm(int64_t w0, int64_t w1, int64_t tcols, const T* U, const T* Vbuf, T* Mbuf) const {
+    const int64_t C = s.C, K = s.K, KB = Kp / MR;
+    for (int64_t wi = w0; wi < w1; ++wi) {
+      const int64_t xi = wi / KB, kb = wi % KB;
+      const T* Ux = U + (xi * Kp + kb * MR) * C;
+      const T* Vx = Vbuf + xi * C * ld;
+      T* Mx = Mbuf + (xi * K + kb * MR) * ld;
+      const int kv = static_cast<int>(std::min<int64_t>(MR, K - kb * MR));
+      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb, ld, Mx + tb, ld, kv);
+    }
+  }
+
+  void output(const std::vector<Segment>& segs, int64_t k0, int64_t k1, const T* Mbuf,
+              const T* bias, T* y) const {
+    const int64_t K = s.K, P = s.P, Q = s.Q;
+    alignas(64) T ybuf[m][m][L];
+    for (const Segment& g : segs) {
+      const int64_t nv = (g.cnt + L - 1) / L * L;
+      for (int64_t k = k0; k < k1; ++k) {
+        const T b = bias ? bias[k] : T(0);
+        T* yk = y + (g.n * K + k) * P * Q;
+        const T* msrc = Mbuf + k * ld + g.off;
+        for (int64_t vb = 0; vb < nv; vb += L) {
+          V mm[a][a], e[m][a];
+          for (int xi = 0; xi < A2; ++xi) mm[xi / a][xi % a] = S::load(msrc + xi * K * ld + vb);
+          for (int q = 0; q < a; ++q) {
+            V col[a], o[m];
+            for (int i = 0; i < a; ++i) col[i] = mm[i][q];
+            Tr<m, V>::out(col, o);
+            for (int i = 0; i < m; ++i) e[i][q] = o[i];
+          }
+          for (int i = 0; i < m; ++i) {
+            V o[m];
+            Tr<m, V>::out(e[i], o);
+            for (int j = 0; j < m; ++j) S::store(ybuf[i][j], o[j] + b);
+          }
+          const int64_t nt = std::min<int64_t>(L, g.cnt - vb);
+          const int64_t tw = g.tw0 + vb;
+          // Whole tiles that fit in the row are interleaved back without checks.
+          const int64_t full = std::min<int64_t>(nt, (Q - tw * m) / m);
+          for (int i = 0; i < m; ++i) {
+            const int64_t row = g.th * m + i;
+            if (row >= P) break;
+            T* yr = yk + row * Q + tw * m;
+            for (int64_t u = 0; u < full; ++u)
+              for (int j = 0; j < m; ++j) yr[u * m + j] = ybuf[i][j][u];
+            if (full < nt)
+              for (int j = 0; j < m && (tw + full) * m + j < Q; ++j)
+                yr[full * m + j] = ybuf[i][j][full];
+          }
+        }
+      }
+    }
+  }
+};
+
+// Even split of [0, n) into `parts`: the part-th range.
+inline void split(int64_t n, int parts, int part, int64_t& lo, int64_t& hi) {
+  lo = n * part / parts;
+  hi = n * (part + 1) / parts;
+}
+
+template <class T, int m>
+void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const T* bias, T* y) {
+  using CH = Chunk<T, m>;
+  constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
+  const int64_t C = s.C, K = s.K;
+  const int64_t TH = (s.P + m - 1) / m, TW = (s.Q + m - 1) / m;
+  const int64_t tiles_img = TH * TW, NT = s.N * tiles_img;
   const int nth_max = num_threads();
-  const int64_t budget = int64_t(768) << 10;
-  int64_t Tc = budget / (int64_t(A2) * (C + K) * int64_t(sizeof(T)));
-  Tc = std::max<int64_t>(TB, Tc / TB * TB);
-  Tc = std::min<int64_t>(Tc, 32 * TB);
-  const int64_t per_thread = ((NT + nth_max - 1) / nth_max + TB - 1) / TB * TB;
-  Tc = std::max<int64_t>(TB, std::min(Tc, per_thread));
+  const int64_t per_tile = int64_t(A2) * (C + K) * int64_t(sizeof(T));
+  const int64_t u_bytes = int64_t(A2) * Kp * C * int64_t(sizeof(T));
+  auto round_tb = [](int64_t v) { return std::max<int64_t>(TB, v / TB * TB); };
+
+  // Private mode (each thread transforms, multiplies and writes back its own chunks)
+  // suits many tiles and a U that stays in cache. When U is large, a private chunk
+  // would re-stream all of U from memory for a handful of tiles; then the threads share
+  // one bigger chunk and split each stage (channels / GEMM panels / filters) instead.
+  const bool coop = nth_max > 1 && u_bytes > (int64_t(3) << 20);
+  int64_t Tc;
+  if (coop) {
+    Tc = std::min<int64_t>(round_tb((int64_t(12) << 20) / per_tile), 16 * TB);
+    Tc = std::min(Tc, (NT + TB - 1) / TB * TB);
+  } else {
+    Tc = std::min<int64_t>(round_tb((int64_t(768) << 10) / per_tile), 32 * TB);
+    Tc = std::min(Tc, round_tb(((NT + nth_max - 1) / nth_max + TB - 1) / TB * TB));
+  }
   const int64_t nchunks = (NT + Tc - 1) / Tc;
   const int64_t ld = Tc + L;  // slack: a segment's last vector may spill past its tiles
   const int64_t TWV = (std::min(TW, Tc) + L - 1) / L * L;  // longest segment, rounded
-  const int64_t phw = TWV + 2;  // + (a - 1) / m extra columns read by the last vector
-
+  const CH ch{s, TW, tiles_img, Kp, ld, TWV + 2};
   const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
+
+  if (!coop) {
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
-  {
-    std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
-    std::vector<T> Mbuf(size_t(A2) * K * ld, T(0));
-    std::vector<T> phbuf(size_t(a) * m * phw, T(0));
-    std::vector<Segment> segs;
-    alignas(64) T ybuf[m][m][L];
-
+    {
+      std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
+      std::vector<T> Mbuf(size_t(A2) * K * ld, T(0));
+      std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
+      std::vector<Segment> segs;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t ch = 0; ch < nchunks; ++ch) {
-      const int64_t t0 = ch * Tc, t1 = std::min(NT, t0 + Tc);
-      segs.clear();
-      for (int64_t t = t0; t < t1;) {
-        const int64_t n = t / tiles_img, rem = t % tiles_img;
-        const int64_t th = rem / TW, tw0 = rem % TW;
-        const int64_t cnt = std::min(TW - tw0, t1 - t);
-        segs.push_back({n, th, tw0, cnt, t - t0});
-        t += cnt;
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
+        ch.segments(t0, t1, segs);
+        ch.input(segs, 0, C, x, Vbuf.data(), phbuf.data());
+        ch.gemm(0, A2 * (Kp / MR), (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
+        ch.output(segs, 0, K, Mbuf.data(), bias, y);
       }
+    }
+    return;
+  }
 
-      // 1. input transform
-      for (const Segment& g : segs) {
-        const int64_t nv = (g.cnt + L - 1) / L * L;
-        const int64_t ncol = nv + (a - 1) / m;  // phase-row entries the vectors read
-        for (int64_t c = 0; c < C; ++c) {
-          const T* xc = x + (g.n * C + c) * H * W;
-          for (int i = 0; i < a; ++i) {
-            const int64_t row = g.th * m - s.ph + i;
-            T* pr = phbuf.data() + size_t(i) * m * phw;
-            if (row < 0 || row >= H) {
-              for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ncol, T(0));
-              continue;
-            }
-            const T* xr = xc + row * W;
-            const int64_t col0 = g.tw0 * m - s.pw;  // input column of phase 0, entry 0
-            // Entries u with 0 <= col0 + m*u + p < W for every p are copied without checks.
-            int64_t u_lo = col0 >= 0 ? 0 : (-col0 + m - 1) / m;
-            int64_t u_hi = col0 + m - 1 < W ? (W - m - col0) / m + 1 : 0;
-            u_lo = std::min(u_lo, ncol);
-            u_hi = std::max(u_lo, std::min(u_hi, ncol));
-            for (int64_t u = 0; u < ncol; ++u) {
-              if (u == u_lo) {
-                const T* src = xr + col0 + m * u_lo;
-                for (int64_t v = 0; v < u_hi - u_lo; ++v)
-                  for (int p = 0; p < m; ++p) pr[p * phw + u_lo + v] = src[m * v + p];
-                u = u_hi;
-                if (u >= ncol) break;
-              }
-              for (int p = 0; p < m; ++p) {
-                const int64_t col = col0 + m * u + p;
-                pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
-              }
-            }
-          }
-          T* vdst = Vbuf.data() + c * ld + g.off;
-          for (int64_t vb = 0; vb < nv; vb += L) {
-            V d[a][a], e[a][a];
-            for (int i = 0; i < a; ++i)
-              for (int q = 0; q < a; ++q)
-                d[i][q] = S::load(phbuf.data() + (size_t(i) * m + q % m) * phw + vb + q / m);
-            // rows: e[:, q] = B^T d[:, q]
-            for (int q = 0; q < a; ++q) {
-              V col[a], o[a];
-              for (int i = 0; i < a; ++i) col[i] = d[i][q];
-              Tr<m, V>::in(col, o);
-              for (int i = 0; i < a; ++i) e[i][q] = o[i];
-            }
-            for (int i = 0; i < a; ++i) {
-              V o[a];
-              Tr<m, V>::in(e[i], o);
-              for (int q = 0; q < a; ++q) S::store(vdst + (i * a + q) * C * ld + vb, o[q]);
-            }
-          }
-        }
-      }
-
-      // 2. batched GEMMs in the transform domain
-      const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
-      for (int xi = 0; xi < A2; ++xi) {
-        const T* Ux = U + size_t(xi) * KB * C * MR;
-        const T* Vx = Vbuf.data() + size_t(xi) * C * ld;
-        T* Mx = Mbuf.data() + size_t(xi) * K * ld;
-        for (int64_t kb = 0; kb < KB; ++kb) {
-          const int kv = static_cast<int>(std::min<int64_t>(MR, K - kb * MR));
-          for (int64_t tb = 0; tb < tcols; tb += TB)
-            micro_gemm<T>(C, Ux + kb * C * MR, Vx + tb, ld, Mx + kb * MR * ld + tb, ld, kv);
-        }
-      }
-
-      // 3. output transform
-      for (const Segment& g : segs) {
-        const int64_t nv = (g.cnt + L - 1) / L * L;
-        for (int64_t k = 0; k < K; ++k) {
-          const T b = bias ? bias[k] : T(0);
-          T* yk = y + (g.n * K + k) * P * Q;
-          const T* msrc = Mbuf.data() + k * ld + g.off;
-          for (int64_t vb = 0; vb < nv; vb += L) {
-            V mm[a][a], e[m][a];
-            for (int xi = 0; xi < A2; ++xi)
-              mm[xi / a][xi % a] = S::load(msrc + size_t(xi) * K * ld + vb);
-            for (int q = 0; q < a; ++q) {
-              V col[a], o[m];
-              for (int i = 0; i < a; ++i) col[i] = mm[i][q];
-              Tr<m, V>::out(col, o);
-              for (int i = 0; i < m; ++i) e[i][q] = o[i];
-            }
-            for (int i = 0; i < m; ++i) {
-              V o[m];
-              Tr<m, V>::out(e[i], o);
-              for (int j = 0; j < m; ++j) S::store(ybuf[i][j], o[j] + b);
-            }
-            const int64_t nt = std::min<int64_t>(L, g.cnt - vb);
-            const int64_t tw = g.tw0 + vb;
-            for (int i = 0; i < m; ++i) {
-              const int64_t row = g.th * m + i;
-              if (row >= P) break;
-              T* yr = yk + row * Q + tw * m;
-              // Whole tiles that fit in the row are interleaved back without checks.
-              const int64_t full = std::min<int64_t>(nt, (Q - tw * m) / m);
-              for (int64_t u = 0; u < full; ++u)
-                for (int j = 0; j < m; ++j) yr[u * m + j] = ybuf[i][j][u];
-              if (full < nt) {
-                for (int j = 0; j < m && (tw + full) * m + j < Q; ++j)
-                  yr[full * m + j] = ybuf[i][j][full];
-              }
-            }
-          }
-        }
-      }
+  // Zeroed: columns past the last tile are multiplied but never written back, and
+  // stale values there could be denormals that slow the GEMM down.
+  T* Vbuf = workspace<T>(1, size_t(A2) * C * ld);
+  T* Mbuf = workspace<T>(2, size_t(A2) * K * ld);
+  std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
+  std::vector<Segment> segs;
+  const int nth = threads_for(A2 * (Kp / MR), int64_t(2) * MR * C * Tc);
+#pragma omp parallel num_threads(nth)
+  {
+    const int me = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
+#pragma omp single
+      ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
+      int64_t lo, hi;
+      split(C, team, me, lo, hi);
+      ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
+#pragma omp barrier
+      split(A2 * (Kp / MR), team, me, lo, hi);
+      ch.gemm(lo, hi, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf, Mbuf);
+#pragma omp barrier
+      split(K, team, me, lo, hi);
+      ch.output(segs, lo, hi, Mbuf, bias, y);
+#pragma omp barrier
     }
   }
 }
@@ -352,15 +456,13 @@ void winograd_core(const ConvShape& s, const T* x, const T* U, const T* bias, T*
 template <class T, int m>
 void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   constexpr int A2 = (m + 2) * (m + 2);
-  const int64_t KB = (s.K + MR - 1) / MR;
-  std::vector<T> U(size_t(A2) * KB * MR * s.C);
-  transform_filters<T, m>(s.K, s.C,
-                          [&](int64_t k, int64_t c, double f[3][3]) {
-                            const T* g = w + (k * s.C + c) * 9;
-                            for (int i = 0; i < 9; ++i) f[i / 3][i % 3] = g[i];
-                          },
-                          U.data());
-  winograd_core<T, m>(s, x, U.data(), bias, y);
+  const int64_t Kp = (s.K + MR - 1) / MR * MR;
+  T* U = workspace<T>(0, size_t(A2) * Kp * s.C);
+  transform_filters<T, m>(
+      s.K, Kp, s.C,
+      [&](int64_t k, int r, int q, int64_t c) { return w[((k * s.C + c) * 3 + r) * 3 + q]; },
+      U);
+  winograd_core<T, m>(s, x, U, Kp, bias, y);
 }
 
 template <class T, int m>
@@ -373,15 +475,15 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
   t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
   t.ph = 2 - s.ph; t.pw = 2 - s.pw;
   constexpr int A2 = (m + 2) * (m + 2);
-  const int64_t KB = (t.K + MR - 1) / MR;
-  std::vector<T> U(size_t(A2) * KB * MR * t.C);
-  transform_filters<T, m>(t.K, t.C,
-                          [&](int64_t c, int64_t k, double f[3][3]) {
-                            const T* g = w + (k * s.C + c) * 9;
-                            for (int i = 0; i < 9; ++i) f[i / 3][i % 3] = g[8 - i];
-                          },
-                          U.data());
-  winograd_core<T, m>(t, gy, U.data(), nullptr, gx);
+  const int64_t Kp = (t.K + MR - 1) / MR * MR;
+  T* U = workspace<T>(0, size_t(A2) * Kp * t.C);
+  transform_filters<T, m>(
+      t.K, Kp, t.C,
+      [&](int64_t c, int r, int q, int64_t k) {
+        return w[((k * s.C + c) * 3 + (2 - r)) * 3 + (2 - q)];
+      },
+      U);
+  winograd_core<T, m>(t, gy, U, Kp, nullptr, gx);
 }
 
 }  // namespace
