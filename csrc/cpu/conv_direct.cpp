@@ -55,6 +55,20 @@ struct Simd {
   static V splat(T s) { return V{} + s; }
 };
 
+// Calling-thread workspace that keeps its largest size between calls: the padded
+// sources are input-sized, and a fresh multi-MB allocation every call costs a page
+// fault per 4 KB on first touch. Freed when the calling thread exits.
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[2];
+  if (buf[slot].size() < n) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n);
+  }
+  return buf[slot].data();
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -102,6 +116,7 @@ struct TapConv {
   void pack(F wfn) {
     const int64_t KB = ceil_div(Kc, MR), nt = static_cast<int64_t>(off.size());
     wp.assign(size_t(KB) * Cc * nt * MR, T(0));
+#pragma omp parallel for schedule(static) num_threads(threads_for(Kc, Cc * nt * 4))
     for (int64_t k = 0; k < Kc; ++k)
       for (int64_t c = 0; c < Cc; ++c)
         for (int64_t t = 0; t < nt; ++t)
@@ -155,15 +170,20 @@ FwdGeom fwd_geom(const ConvShape& s) {
 // Builds the padded, phase-split copy of x for all (n, c).
 template <class T>
 void build_fwd_src(const ConvShape& s, const FwdGeom& g, const T* x, T* src) {
+  // Phases no tap reads (1x1 stride 2 reads only phase (0, 0)) are left unbuilt.
+  std::vector<char> used(s.sh * s.sw, 0);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) used[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 1;
   const int64_t planes = s.N * s.C;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, g.cs))
   for (int64_t nc = 0; nc < planes; ++nc) {
     const T* xc = x + nc * s.H * s.W;
     T* dc = src + nc * g.cs;
-    std::fill(dc, dc + g.cs, T(0));
     for (int64_t a = 0; a < s.sh; ++a)
       for (int64_t b = 0; b < s.sw; ++b) {
+        if (!used[a * s.sw + b]) continue;
         T* pl = dc + (a * s.sw + b) * g.PL;
+        std::fill(pl, pl + g.PL, T(0));  // padding and the slack past the grid
         // columns j with 0 <= j*sw + b - pw < W
         const int64_t j_lo = std::max<int64_t>(0, ceil_div(s.pw - b, s.sw));
         const int64_t j_hi = std::min<int64_t>(g.PW, floor_div(s.W - 1 + s.pw - b, s.sw) + 1);
@@ -174,6 +194,8 @@ void build_fwd_src(const ConvShape& s, const FwdGeom& g, const T* x, T* src) {
           T* dr = pl + i * g.PW;
           if (s.sw == 1) {
             std::memcpy(dr + j_lo, xr + j_lo, sizeof(T) * (j_hi - j_lo));
+          } else if (s.sw == 2) {  // constant stride: the compiler vectorises the gather
+            for (int64_t j = j_lo; j < j_hi; ++j) dr[j] = xr[2 * j];
           } else {
             for (int64_t j = j_lo; j < j_hi; ++j) dr[j] = xr[j * s.sw];
           }
@@ -207,8 +229,8 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
   const FwdGeom geo = fwd_geom<T>(s);
-  std::vector<T> src(size_t(s.N) * s.C * geo.cs);
-  build_fwd_src(s, geo, x, src.data());
+  T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
+  build_fwd_src(s, geo, x, src);
 
   std::vector<TapConv<T>> prob(G);
   const int64_t RS = s.R * s.S;
@@ -231,7 +253,7 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t run = task % runs, ng = task / runs, g = ng % G, n = ng / G;
       const TapConv<T>& pr = prob[g];
-      const T* sp = src.data() + (n * s.C + g * Cg) * geo.cs;
+      const T* sp = src + (n * s.C + g * Cg) * geo.cs;
       T* yn = y + (n * s.K + g * Kg) * PQ;
       const T* bg = bias ? bias + g * Kg : nullptr;
       for (int64_t kb = 0; kb < KB; ++kb)
@@ -267,14 +289,14 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
         maxdx = std::max(maxdx, d);
       }
   const int64_t Ha = ceil_div(s.H, s.sh), Wa = ceil_div(s.W, s.sw);  // largest phase grid
-  const int64_t PW = std::max(Wa + maxdx + ml, ml + s.Q) + 1;
-  const int64_t rows = std::max(Ha + maxdy + mt, mt + s.P) + 1;
+  const int64_t PW = std::max(Wa + maxdx + ml, ml + s.Q);
+  const int64_t rows = std::max(Ha + maxdy + mt, mt + s.P);
   const int64_t PL = plane_len<T>(rows, PW);
-  std::vector<T> src(size_t(s.N) * s.K * PL);
+  T* src = workspace<T>(0, size_t(s.N) * s.K * PL);
   const int64_t planes = s.N * s.K;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, PL))
   for (int64_t nk = 0; nk < planes; ++nk) {
-    T* d = src.data() + nk * PL;
+    T* d = src + nk * PL;
     std::fill(d, d + PL, T(0));
     for (int64_t p = 0; p < s.P; ++p)
       std::memcpy(d + (p + mt) * PW + ml, gy + nk * s.P * s.Q + p * s.Q, sizeof(T) * s.Q);
@@ -322,7 +344,7 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
       const Task& tk = tasks[i];
       const TapConv<T>& pr = prob[tk.pi];
       const int64_t g = tk.pi % G, a = pa[tk.pi], b = pb[tk.pi];
-      const T* sp = src.data() + (tk.n * s.K + g * Kg) * PL;
+      const T* sp = src + (tk.n * s.K + g * Kg) * PL;
       T* gxn = gx + (tk.n * s.C + g * Cg) * HW;
       for (int64_t kb = 0; kb < KB; ++kb)
         for (int64_t jb = tk.jb0; jb < tk.jb1; ++jb)
@@ -339,25 +361,37 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
 }
 
 namespace {
-// acc[i][t] += sum_j gyw[i][j] * src[off[t] + j], KW rows of gy, NT taps, all vectorised.
-constexpr int KW = 4;
+// out[i][t] = sum_n sum_j gyw[n][i][j] * src[n][off[t] + j]: KW rows of gy x NT taps,
+// vectorised over j; the accumulators live across all images and are reduced once.
+#if defined(FC_ISA_avx512)
+constexpr int KW = 8;  // 8 x 3 = 24 accumulators of 32 zmm
+#else
+constexpr int KW = 4;  // 4 x 3 = 12 of 16
+#endif
+constexpr int NTW = 3;
 template <class T, int NT>
-void wgrad_block(int64_t len, const T* const* gyr, const T* src, const int64_t* off, T* out) {
+void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, const T* src,
+                 int64_t src_ns, const int64_t* off, T* out) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
   V acc[KW][NT];
   for (int i = 0; i < KW; ++i)
     for (int t = 0; t < NT; ++t) acc[i][t] = V{};
-  for (int64_t j = 0; j < len; j += L) {
-    V xv[NT];
+  for (int64_t n = 0; n < N; ++n) {
+    const T* g[KW];
+    for (int i = 0; i < KW; ++i) g[i] = gyr[i] + n * gy_ns;
+    const T* sn = src + n * src_ns;
+    for (int64_t j = 0; j < len; j += L) {
+      V xv[NT];
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; ++t) xv[t] = S::load(src + off[t] + j);
+      for (int t = 0; t < NT; ++t) xv[t] = S::load(sn + off[t] + j);
+#pragma GCC unroll 8
+      for (int i = 0; i < KW; ++i) {
+        const V gv = S::load(g[i] + j);
 #pragma GCC unroll 4
-    for (int i = 0; i < KW; ++i) {
-      const V gv = S::load(gyr[i] + j);
-#pragma GCC unroll 4
-      for (int t = 0; t < NT; ++t) acc[i][t] += gv * xv[t];
+        for (int t = 0; t < NT; ++t) acc[i][t] += gv * xv[t];
+      }
     }
   }
   for (int i = 0; i < KW; ++i)
@@ -379,52 +413,55 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
   }
   constexpr int L = Simd<T>::L;
   const FwdGeom geo = fwd_geom<T>(s);
-  std::vector<T> src(size_t(s.N) * s.C * geo.cs);
-  build_fwd_src(s, geo, x, src.data());
+  T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
+  build_fwd_src(s, geo, x, src);
   const std::vector<int64_t> off = fwd_offsets<T>(s, geo);
   // gy in the wide layout, zero in the thrown-away columns and up to a whole vector.
   const int64_t len = ceil_div(s.P * geo.PW, L) * L;
-  std::vector<T> gyw(size_t(s.N) * s.K * len + L);
+  T* gyw = workspace<T>(1, size_t(s.N) * s.K * len + L);
   const int64_t planes = s.N * s.K;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, len))
   for (int64_t nk = 0; nk < planes; ++nk) {
-    T* d = gyw.data() + nk * len;
+    T* d = gyw + nk * len;
     std::fill(d, d + len, T(0));
     for (int64_t p = 0; p < s.P; ++p)
       std::memcpy(d + p * geo.PW, gy + (nk * s.P + p) * s.Q, sizeof(T) * s.Q);
   }
-  const int64_t KBw = ceil_div(Kg, KW);
-  const int64_t tasks = G * KBw * Cg;
-#pragma omp parallel num_threads(threads_for(tasks, 2 * KW * s.N * len * RS))
+  // A task is KW filters x CB channels; its (channel, tap) pairs are flattened so that
+  // small kernels (1x1) still fill the NTW-wide register block.
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(Cg, 4 * NTW / RS));
+  const int64_t KBw = ceil_div(Kg, KW), CBn = ceil_div(Cg, CB);
+  const int64_t tasks = G * KBw * CBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KW * s.N * len * RS * CB))
   {
-    std::vector<T> sum(size_t(KW) * RS);
-    T out[KW * 4];
+    std::vector<int64_t> toff;
+    T out[KW * NTW];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t c = task % Cg, gk = task / Cg, kb = gk % KBw, g = gk / KBw;
+      const int64_t cb = task % CBn, gk = task / CBn, kb = gk % KBw, g = gk / KBw;
       const int64_t k0 = g * Kg + kb * KW, kv = std::min<int64_t>(KW, Kg - kb * KW);
-      std::fill(sum.begin(), sum.end(), T(0));
-      for (int64_t n = 0; n < s.N; ++n) {
-        const T* gyr[KW];
-        for (int i = 0; i < KW; ++i)
-          gyr[i] = gyw.data() + (n * s.K + k0 + std::min<int64_t>(i, kv - 1)) * len;
-        const T* sp = src.data() + (n * s.C + g * Cg + c) * geo.cs;
-        for (int64_t t0 = 0; t0 < RS;) {
-          const int64_t nt = std::min<int64_t>(4, RS - t0);
-          switch (nt) {
-            case 4: wgrad_block<T, 4>(len, gyr, sp, off.data() + t0, out); break;
-            case 3: wgrad_block<T, 3>(len, gyr, sp, off.data() + t0, out); break;
-            case 2: wgrad_block<T, 2>(len, gyr, sp, off.data() + t0, out); break;
-            default: wgrad_block<T, 1>(len, gyr, sp, off.data() + t0, out); break;
-          }
-          for (int64_t i = 0; i < kv; ++i)
-            for (int64_t t = 0; t < nt; ++t) sum[i * RS + t0 + t] += out[i * nt + t];
-          t0 += nt;
+      const int64_t c0 = cb * CB, cn = std::min(CB, Cg - c0);
+      const T* gyr[KW];
+      for (int i = 0; i < KW; ++i) gyr[i] = gyw + (k0 + std::min<int64_t>(i, kv - 1)) * len;
+      const T* sp = src + (g * Cg + c0) * geo.cs;
+      toff.clear();
+      for (int64_t c = 0; c < cn; ++c)
+        for (int64_t t = 0; t < RS; ++t) toff.push_back(c * geo.cs + off[t]);
+      const int64_t gy_ns = s.K * len, src_ns = s.C * geo.cs, tot = cn * RS;
+      for (int64_t t0 = 0; t0 < tot;) {
+        const int64_t nt = std::min<int64_t>(NTW, tot - t0);
+        switch (nt) {
+          case 3: wgrad_block<T, 3>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
+          case 2: wgrad_block<T, 2>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
+          default: wgrad_block<T, 1>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
         }
+        for (int64_t i = 0; i < kv; ++i)
+          for (int64_t t = 0; t < nt; ++t) {
+            const int64_t ct = t0 + t;  // = c * RS + tap
+            gw[((k0 + i) * Cg + c0 + ct / RS) * RS + ct % RS] = out[i * nt + t];
+          }
+        t0 += nt;
       }
-      for (int64_t i = 0; i < kv; ++i)
-        std::copy(sum.begin() + i * RS, sum.begin() + (i + 1) * RS,
-                  gw + ((k0 + i) * Cg + c) * RS);
     }
   }
 }

@@ -131,50 +131,62 @@ struct FilterTr<4, T, V> {
   }
 };
 
-// U[xi][k][c] = (G g_{k,c} G^T)[xi] for k < Kp (rows k >= K are zero), vectorised over
-// c. filt(k, r, s, c) gives the filter tap; wt is a per-k transposed copy [9][C].
+// Row `row` of U[xi][rows][C] = (G g_{k,c} G^T)[xi] for filter k (zero if k >= K),
+// vectorised over c. filt(k, r, s, c) gives a filter tap; wt is scratch of 9*Cv + L.
 template <class T, int m, class Tap>
-void transform_filters(int64_t K, int64_t Kp, int64_t C, Tap filt, T* U) {
+void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t rows,
+                int64_t row, T* wt) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L, a = m + 2;
   const int64_t Cv = (C + L - 1) / L * L;
-#pragma omp parallel num_threads(threads_for(Kp, C * 300))
-  {
-    std::vector<T> wt(size_t(9) * Cv + L, T(0));
-    alignas(64) T tmp[L];
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < Kp; ++k) {
-      if (k >= K) {
-        for (int xi = 0; xi < a * a; ++xi) std::fill(U + (xi * Kp + k) * C, U + (xi * Kp + k + 1) * C, T(0));
-        continue;
-      }
-      for (int rs = 0; rs < 9; ++rs)
-        for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
-      for (int64_t c = 0; c < C; c += L) {
-        V g[3][3], t[a][3];
-        for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt.data() + rs * Cv + c);
-        for (int q = 0; q < 3; ++q) {
-          V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
-          FilterTr<m, T, V>::run(col, o);
-          for (int r = 0; r < a; ++r) t[r][q] = o[r];
-        }
-        const int64_t nc = std::min<int64_t>(L, C - c);
-        for (int r = 0; r < a; ++r) {
-          V o[a];
-          FilterTr<m, T, V>::run(t[r], o);
-          for (int q = 0; q < a; ++q) {
-            T* dst = U + ((r * a + q) * Kp + k) * C + c;
-            if (nc == L) {
-              S::store(dst, o[q]);
-            } else {
-              S::store(tmp, o[q]);
-              std::copy(tmp, tmp + nc, dst);
-            }
-          }
+  if (k >= K) {
+    for (int xi = 0; xi < a * a; ++xi)
+      std::fill(U + (xi * rows + row) * C, U + (xi * rows + row + 1) * C, T(0));
+    return;
+  }
+  alignas(64) T tmp[L];
+  for (int rs = 0; rs < 9; ++rs)
+    for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
+  for (int64_t c = 0; c < C; c += L) {
+    V g[3][3], t[a][3];
+    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt + rs * Cv + c);
+    for (int q = 0; q < 3; ++q) {
+      V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
+      FilterTr<m, T, V>::run(col, o);
+      for (int r = 0; r < a; ++r) t[r][q] = o[r];
+    }
+    const int64_t nc = std::min<int64_t>(L, C - c);
+    for (int r = 0; r < a; ++r) {
+      V o[a];
+      FilterTr<m, T, V>::run(t[r], o);
+      for (int q = 0; q < a; ++q) {
+        T* dst = U + ((r * a + q) * rows + row) * C + c;
+        if (nc == L) {
+          S::store(dst, o[q]);
+        } else {
+          S::store(tmp, o[q]);
+          std::copy(tmp, tmp + nc, dst);
         }
       }
     }
+  }
+}
+
+template <class T>
+size_t filter_scratch(int64_t C) {
+  constexpr int L = Simd<T>::L;
+  return size_t(9) * ((C + L - 1) / L * L) + L;
+}
+
+// The whole U[xi][Kp][C], in parallel over filters.
+template <class T, int m, class Tap>
+void transform_filters(int64_t K, int64_t Kp, int64_t C, const Tap& filt, T* U) {
+#pragma omp parallel num_threads(threads_for(Kp, C * 300))
+  {
+    std::vector<T> wt(filter_scratch<T>(C), T(0));
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, filt, U, Kp, k, wt.data());
   }
 }
 
@@ -324,8 +336,9 @@ struct Chunk {
     }
   }
 
+  // M row of filter k is Mbuf + (k - kbase) * ld, transform element xi at + xi * xs.
   void output(const std::vector<Segment>& segs, int64_t k0, int64_t k1, const T* Mbuf,
-              const T* bias, T* y) const {
+              int64_t kbase, int64_t xs, const T* bias, T* y) const {
     const int64_t K = s.K, P = s.P, Q = s.Q;
     alignas(64) T ybuf[m][m][L];
     for (const Segment& g : segs) {
@@ -333,10 +346,10 @@ struct Chunk {
       for (int64_t k = k0; k < k1; ++k) {
         const T b = bias ? bias[k] : T(0);
         T* yk = y + (g.n * K + k) * P * Q;
-        const T* msrc = Mbuf + k * ld + g.off;
+        const T* msrc = Mbuf + (k - kbase) * ld + g.off;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V mm[a][a], e[m][a];
-          for (int xi = 0; xi < A2; ++xi) mm[xi / a][xi % a] = S::load(msrc + xi * K * ld + vb);
+          for (int xi = 0; xi < A2; ++xi) mm[xi / a][xi % a] = S::load(msrc + xi * xs + vb);
           for (int q = 0; q < a; ++q) {
             V col[a], o[m];
             for (int i = 0; i < a; ++i) col[i] = mm[i][q];
@@ -374,28 +387,32 @@ inline void split(int64_t n, int parts, int part, int64_t& lo, int64_t& hi) {
   hi = n * (part + 1) / parts;
 }
 
-template <class T, int m>
-void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const T* bias, T* y) {
+template <class T, int m, class Tap>
+void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bias, T* y) {
   using CH = Chunk<T, m>;
   constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
   const int64_t C = s.C, K = s.K;
+  const int64_t Kp = (K + MR - 1) / MR * MR, KB = Kp / MR;
   const int64_t TH = (s.P + m - 1) / m, TW = (s.Q + m - 1) / m;
   const int64_t tiles_img = TH * TW, NT = s.N * tiles_img;
   const int nth_max = num_threads();
-  const int64_t per_tile = int64_t(A2) * (C + K) * int64_t(sizeof(T));
   const int64_t u_bytes = int64_t(A2) * Kp * C * int64_t(sizeof(T));
   auto round_tb = [](int64_t v) { return std::max<int64_t>(TB, v / TB * TB); };
 
-  // Private mode (each thread transforms, multiplies and writes back its own chunks)
-  // suits many tiles and a U that stays in cache. When U is large, a private chunk
-  // would re-stream all of U from memory for a handful of tiles; then the threads share
-  // one bigger chunk and split each stage (channels / GEMM panels / filters) instead.
-  const bool coop = nth_max > 1 && u_bytes > (int64_t(3) << 20);
+  // Private mode: each thread transforms, multiplies and writes back its own chunks of
+  // tiles against a U computed once; suits many tiles and a U that stays in cache.
+  // Fused mode (large U): a private chunk would re-stream all of U from memory for a
+  // handful of tiles, so the threads share one big chunk of V, then each takes a range
+  // of filters and, MR filters at a time, transforms them (U block stays in L1/L2),
+  // multiplies and writes the outputs back: U never goes to memory.
+  const bool fused = u_bytes > (int64_t(3) << 20);
   int64_t Tc;
-  if (coop) {
-    Tc = std::min<int64_t>(round_tb((int64_t(12) << 20) / per_tile), 16 * TB);
+  if (fused) {
+    Tc = std::min<int64_t>(round_tb((int64_t(12) << 20) / (int64_t(A2) * C * int64_t(sizeof(T)))),
+                           16 * TB);
     Tc = std::min(Tc, (NT + TB - 1) / TB * TB);
   } else {
+    const int64_t per_tile = int64_t(A2) * (C + K) * int64_t(sizeof(T));
     Tc = std::min<int64_t>(round_tb((int64_t(768) << 10) / per_tile), 32 * TB);
     Tc = std::min(Tc, round_tb(((NT + nth_max - 1) / nth_max + TB - 1) / TB * TB));
   }
@@ -403,9 +420,11 @@ void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const
   const int64_t ld = Tc + L;  // slack: a segment's last vector may spill past its tiles
   const int64_t TWV = (std::min(TW, Tc) + L - 1) / L * L;  // longest segment, rounded
   const CH ch{s, TW, tiles_img, Kp, ld, TWV + 2};
-  const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 
-  if (!coop) {
+  if (!fused) {
+    T* U = workspace<T>(0, size_t(A2) * Kp * C);
+    transform_filters<T, m>(K, Kp, C, filt, U);
+    const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
       std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
@@ -417,8 +436,8 @@ void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const
         const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
         ch.segments(t0, t1, segs);
         ch.input(segs, 0, C, x, Vbuf.data(), phbuf.data());
-        ch.gemm(0, A2 * (Kp / MR), (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
-        ch.output(segs, 0, K, Mbuf.data(), bias, y);
+        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
+        ch.output(segs, 0, K, Mbuf.data(), 0, K * ld, bias, y);
       }
     }
     return;
@@ -427,27 +446,39 @@ void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const
   // Zeroed: columns past the last tile are multiplied but never written back, and
   // stale values there could be denormals that slow the GEMM down.
   T* Vbuf = workspace<T>(1, size_t(A2) * C * ld);
-  T* Mbuf = workspace<T>(2, size_t(A2) * K * ld);
   std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
   std::vector<Segment> segs;
-  const int nth = threads_for(A2 * (Kp / MR), int64_t(2) * MR * C * Tc);
+  const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
 #pragma omp parallel num_threads(nth)
   {
     const int me = omp_get_thread_num(), team = omp_get_num_threads();
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
+    std::vector<T> wt(filter_scratch<T>(C), T(0));
+    std::vector<T> Ublk(size_t(A2) * MR * C);
+    std::vector<T> Mblk(size_t(A2) * MR * ld, T(0));
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
+      const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
 #pragma omp single
       ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
       int64_t lo, hi;
       split(C, team, me, lo, hi);
       ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
 #pragma omp barrier
-      split(A2 * (Kp / MR), team, me, lo, hi);
-      ch.gemm(lo, hi, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf, Mbuf);
-#pragma omp barrier
-      split(K, team, me, lo, hi);
-      ch.output(segs, lo, hi, Mbuf, bias, y);
+      split(KB, team, me, lo, hi);
+      for (int64_t kb = lo; kb < hi; ++kb) {
+        const int64_t k0 = kb * MR;
+        const int kv = static_cast<int>(std::min<int64_t>(MR, K - k0));
+        for (int i = 0; i < MR; ++i)
+          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), MR, i, wt.data());
+        for (int xi = 0; xi < A2; ++xi) {
+          const T* Vx = Vbuf + size_t(xi) * C * ld;
+          T* Mx = Mblk.data() + size_t(xi) * MR * ld;
+          for (int64_t tb = 0; tb < tcols; tb += TB)
+            micro_gemm<T>(C, Ublk.data() + size_t(xi) * MR * C, C, Vx + tb, ld, Mx + tb, ld, kv);
+        }
+        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, MR * ld, bias, y);
+      }
 #pragma omp barrier
     }
   }
@@ -455,14 +486,10 @@ void winograd_core(const ConvShape& s, const T* x, const T* U, int64_t Kp, const
 
 template <class T, int m>
 void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
-  constexpr int A2 = (m + 2) * (m + 2);
-  const int64_t Kp = (s.K + MR - 1) / MR * MR;
-  T* U = workspace<T>(0, size_t(A2) * Kp * s.C);
-  transform_filters<T, m>(
-      s.K, Kp, s.C,
-      [&](int64_t k, int r, int q, int64_t c) { return w[((k * s.C + c) * 3 + r) * 3 + q]; },
-      U);
-  winograd_core<T, m>(s, x, U, Kp, bias, y);
+  const int64_t C = s.C;
+  winograd_core<T, m>(
+      s, x, [w, C](int64_t k, int r, int q, int64_t c) { return w[((k * C + c) * 3 + r) * 3 + q]; },
+      bias, y);
 }
 
 template <class T, int m>
@@ -474,16 +501,13 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
   t.K = s.C; t.R = 3; t.S = 3; t.P = s.H; t.Q = s.W;
   t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
   t.ph = 2 - s.ph; t.pw = 2 - s.pw;
-  constexpr int A2 = (m + 2) * (m + 2);
-  const int64_t Kp = (t.K + MR - 1) / MR * MR;
-  T* U = workspace<T>(0, size_t(A2) * Kp * t.C);
-  transform_filters<T, m>(
-      t.K, Kp, t.C,
-      [&](int64_t c, int r, int q, int64_t k) {
-        return w[((k * s.C + c) * 3 + (2 - r)) * 3 + (2 - q)];
+  const int64_t C = s.C;
+  winograd_core<T, m>(
+      t, gy,
+      [w, C](int64_t c, int r, int q, int64_t k) {
+        return w[((k * C + c) * 3 + (2 - r)) * 3 + (2 - q)];
       },
-      U);
-  winograd_core<T, m>(t, gy, U, Kp, nullptr, gx);
+      static_cast<const T*>(nullptr), gx);
 }
 
 }  // namespace
