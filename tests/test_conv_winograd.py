@@ -76,7 +76,9 @@ def test_winograd_vs_torch(name, xs, ws, kw, dtype, algo):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("shape", [(2, 33, 17, 15, 20), (1, 64, 30, 30, 70)])
+# The last shape has a transformed filter bank over 3 MB: the fused (filter-blocked) path.
+@pytest.mark.parametrize("shape", [(2, 33, 17, 15, 20), (1, 64, 30, 30, 70),
+                                   (2, 320, 9, 10, 161)])
 def test_winograd_threads_agree(shape, algo, threads):
     """Each tile's arithmetic does not depend on how tiles are split between threads."""
     n, c, h, wd, k = shape
@@ -90,6 +92,11 @@ def test_winograd_threads_agree(shape, algo, threads):
         out.append((y, gx))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
+    y_ref = fastconv.conv2d(x, w, b, padding=1, backend="reference")
+    assert_close(out[0][0], y_ref, np.float32, c * 9, f"{shape} {algo} forward")
+    gx_ref, _, _ = fastconv.conv2d_backward(out[0][0], x, w, padding=1, need_weight_grad=False,
+                                            need_bias_grad=False, backend="reference")
+    assert_close(out[0][1], gx_ref, np.float32, k * 9, f"{shape} {algo} backward-data")
 
 
 @pytest.mark.parametrize("algo", ALGOS)
