@@ -449,13 +449,14 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
   std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
   std::vector<Segment> segs;
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
+  constexpr int64_t KG = 8;
 #pragma omp parallel num_threads(nth)
   {
     const int me = omp_get_thread_num(), team = omp_get_num_threads();
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
     std::vector<T> wt(filter_scratch<T>(C), T(0));
-    std::vector<T> Ublk(size_t(A2) * MR * C);
-    std::vector<T> Mblk(size_t(A2) * MR * ld, T(0));
+    std::vector<T> Ublk(size_t(A2) * KG * MR * C);
+    std::vector<T> Mblk(size_t(A2) * KG * MR * ld, T(0));
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
       const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
@@ -466,18 +467,25 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
       ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
 #pragma omp barrier
       split(KB, team, me, lo, hi);
-      for (int64_t kb = lo; kb < hi; ++kb) {
-        const int64_t k0 = kb * MR;
-        const int kv = static_cast<int>(std::min<int64_t>(MR, K - k0));
-        for (int i = 0; i < MR; ++i)
-          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), MR, i, wt.data());
+      // KG micro-panels of filters per pass: each V block (C x TB) loaded into cache is
+      // used by KG * MR filters before the next one, so V streams KB / KG times, not KB.
+      for (int64_t kg = lo; kg < hi; kg += KG) {
+        const int64_t nkb = std::min<int64_t>(KG, hi - kg), k0 = kg * MR;
+        const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
+        for (int64_t i = 0; i < rows; ++i)
+          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), rows, i, wt.data());
         for (int xi = 0; xi < A2; ++xi) {
           const T* Vx = Vbuf + size_t(xi) * C * ld;
-          T* Mx = Mblk.data() + size_t(xi) * MR * ld;
+          const T* Ux = Ublk.data() + size_t(xi) * rows * C;
+          T* Mx = Mblk.data() + size_t(xi) * rows * ld;
           for (int64_t tb = 0; tb < tcols; tb += TB)
-            micro_gemm<T>(C, Ublk.data() + size_t(xi) * MR * C, C, Vx + tb, ld, Mx + tb, ld, kv);
+            for (int64_t b = 0; b < nkb; ++b) {
+              const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
+              if (kvb <= 0) break;
+              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb, ld, Mx + b * MR * ld + tb, ld, kvb);
+            }
         }
-        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, MR * ld, bias, y);
+        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
       }
 #pragma omp barrier
     }
