@@ -241,6 +241,37 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
     pr.pack([&](int64_t k, int64_t c, int64_t t) { return w[((g * Kg + k) * Cg + c) * RS + t]; });
   }
   const int64_t KB = ceil_div(Kg, MR), JBn = prob[0].jblocks();
+  const T* bias_ = bias;
+  auto put_fwd = [&](int64_t n, int64_t g) {
+    T* yn = y + (n * s.K + g * Kg) * PQ;
+    const T* bg = bias_ ? bias_ + g * Kg : nullptr;
+    return [yn, bg, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
+      T* dst = yn + k * PQ + p * s.Q + q;
+      const T b = bg ? bg[k] : T(0);
+      for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+    };
+  };
+  const int nth = num_threads();
+  if (Kg * RS > geo.cs) {
+    // Filters outweigh one image's source (deep layers): a task is one filter block for
+    // a range of images, so its packed weights stay in cache across all of them.
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, G * KB));
+    const int64_t tasks = G * KB * ns;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Cg * RS * JBn * 32))
+    {
+      Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t part = task % ns, gk = task / ns, kb = gk % KB, g = gk / KB;
+        for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
+          const T* sp = src + (n * s.C + g * Cg) * geo.cs;
+          auto put = put_fwd(n, g);
+          for (int64_t jb = 0; jb < JBn; ++jb) prob[g].run(kb, jb, sp, tmp.v.data(), put);
+        }
+      }
+    }
+    return;
+  }
   // Tasks: (n, g, run of j-blocks); the filter blocks are the inner loop so the source
   // rows a task touches stay in cache while every filter block passes over them.
   const int64_t jrun = std::max<int64_t>(1, std::min<int64_t>(8, JBn));
@@ -252,17 +283,11 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t run = task % runs, ng = task / runs, g = ng % G, n = ng / G;
-      const TapConv<T>& pr = prob[g];
       const T* sp = src + (n * s.C + g * Cg) * geo.cs;
-      T* yn = y + (n * s.K + g * Kg) * PQ;
-      const T* bg = bias ? bias + g * Kg : nullptr;
+      auto put = put_fwd(n, g);
       for (int64_t kb = 0; kb < KB; ++kb)
         for (int64_t jb = run * jrun; jb < std::min(JBn, (run + 1) * jrun); ++jb)
-          pr.run(kb, jb, sp, tmp.v.data(), [&](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
-            T* dst = yn + k * PQ + p * s.Q + q;
-            const T b = bg ? bg[k] : T(0);
-            for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
-          });
+          prob[g].run(kb, jb, sp, tmp.v.data(), put);
     }
   }
 }
@@ -328,10 +353,42 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
       }
     }
   const int64_t KB = ceil_div(Cg, MR);
+  auto put_bwd = [&](int64_t n, int64_t pi) {
+    const int64_t g = pi % G, a = pa[pi], b = pb[pi];
+    T* gxn = gx + (n * s.C + g * Cg) * HW;
+    return [gxn, a, b, &s, HW](int64_t c, int64_t p, int64_t q, const T* v, int64_t len) {
+      T* dst = gxn + c * HW + (p * s.sh + a) * s.W + q * s.sw + b;
+      for (int64_t u = 0; u < len; ++u) dst[u * s.sw] = v[u];
+    };
+  };
+  const int64_t np = static_cast<int64_t>(prob.size());
+  const int nth = num_threads();
+  if (Cg * RS > PL) {
+    // Filters outweigh one image's grad_out (deep layers): one filter block per task,
+    // looping over a range of images (see the forward).
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, np * KB));
+    const int64_t tasks = np * KB * ns;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Kg * RS * 32 * ceil_div(PL, 32)))
+    {
+      Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t part = task % ns, pk = task / ns, kb = pk % KB, pi = pk / KB;
+        const TapConv<T>& pr = prob[pi];
+        const int64_t JBn = pr.Po * pr.Qo == 0 ? 0 : pr.jblocks();
+        for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
+          const T* sp = src + (n * s.K + (pi % G) * Kg) * PL;
+          auto put = put_bwd(n, pi);
+          for (int64_t jb = 0; jb < JBn; ++jb) pr.run(kb, jb, sp, tmp.v.data(), put);
+        }
+      }
+    }
+    return;
+  }
   struct Task { int64_t n, pi, jb0, jb1; };
   std::vector<Task> tasks;
   for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t pi = 0; pi < static_cast<int64_t>(prob.size()); ++pi) {
+    for (int64_t pi = 0; pi < np; ++pi) {
       const int64_t JBn = prob[pi].Po * prob[pi].Qo == 0 ? 0 : prob[pi].jblocks();
       for (int64_t j = 0; j < JBn; j += 8) tasks.push_back({n, pi, j, std::min(JBn, j + 8)});
     }
@@ -343,19 +400,10 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
     for (int64_t i = 0; i < nt; ++i) {
       const Task& tk = tasks[i];
       const TapConv<T>& pr = prob[tk.pi];
-      const int64_t g = tk.pi % G, a = pa[tk.pi], b = pb[tk.pi];
-      const T* sp = src + (tk.n * s.K + g * Kg) * PL;
-      T* gxn = gx + (tk.n * s.C + g * Cg) * HW;
+      const T* sp = src + (tk.n * s.K + (tk.pi % G) * Kg) * PL;
+      auto put = put_bwd(tk.n, tk.pi);
       for (int64_t kb = 0; kb < KB; ++kb)
-        for (int64_t jb = tk.jb0; jb < tk.jb1; ++jb)
-          pr.run(kb, jb, sp, tmp.v.data(), [&](int64_t c, int64_t p, int64_t q, const T* v, int64_t len) {
-            T* dst = gxn + c * HW + (p * s.sh + a) * s.W + q * s.sw + b;
-            if (pr.off.empty()) {
-              for (int64_t u = 0; u < len; ++u) dst[u * s.sw] = T(0);
-            } else {
-              for (int64_t u = 0; u < len; ++u) dst[u * s.sw] = v[u];
-            }
-          });
+        for (int64_t jb = tk.jb0; jb < tk.jb1; ++jb) pr.run(kb, jb, sp, tmp.v.data(), put);
     }
   }
 }
