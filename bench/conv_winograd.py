@@ -1,4 +1,5 @@
-"""Native direct / im2col / Winograd convolution vs PyTorch on ResNet-18 layers.
+"""Native direct / im2col / Winograd convolution vs PyTorch on ResNet-18 layers:
+forward, backward-data and backward-weight (direct / im2col only; Winograd has none).
 
 Every algorithm is validated against PyTorch before it is timed; times are the best of
 ``--reps`` runs, taken interleaved with PyTorch's in the same process, so the ratios are
@@ -91,15 +92,25 @@ def run_layer(layer, args, rows):
                                                    [1, 1], False, [0, 0], 1,
                                                    [True, False, False])[0]
 
+    def t_bwd_w():
+        return torch.ops.aten.convolution_backward(gyt, xt, wt, None, [st, st], [pd, pd],
+                                                   [1, 1], False, [0, 0], 1,
+                                                   [False, True, False])[1]
+
     ops = [("fwd", "conv2d_forward", t_fwd, yt.numpy())]
     if args.backward:
         ops.append(("bwd-data", "conv2d_backward_data", t_bwd, t_bwd().numpy()))
+        ops.append(("bwd-wt", "conv2d_backward_weight", t_bwd_w, t_bwd_w().numpy()))
     for opname, op, tfn, ref in ops:
         fns, names = [tfn], ["torch"]
         for a in algos_for(op, R, st):
             if opname == "fwd":
                 f = (lambda a=a: fastconv.conv2d(x, w, stride=st, padding=pd, algo=a,
                                                  backend="native"))
+            elif opname == "bwd-wt":
+                f = (lambda a=a: fastconv.conv2d_backward(
+                    gy, x, w, stride=st, padding=pd, need_input_grad=False,
+                    need_bias_grad=False, algo=a, backend="native")[1])
             else:
                 f = (lambda a=a: fastconv.conv2d_backward(
                     gy, x, w, stride=st, padding=pd, need_weight_grad=False,

@@ -80,9 +80,13 @@ def test_direct_vs_torch(name, xs, ws, kw, dtype):
     (dict(stride=2, padding=3), (2, 3, 31, 29), (9, 3, 7, 7)),
     (dict(stride=2), (2, 16, 15, 15), (24, 16, 1, 1)),
     (dict(padding=2, dilation=2, groups=2), (2, 8, 14, 13), (6, 4, 3, 3)),
+    # deep, small images: the filter-outer schedules of forward and backward-data
+    (dict(padding=1), (3, 96, 7, 7), (80, 96, 3, 3)),
+    (dict(stride=2, padding=1), (2, 64, 9, 9), (72, 64, 3, 3)),
 ])
 def test_direct_threads_agree(kw, xs, ws, threads):
-    """Work is split without changing any output's summation order."""
+    """Work is split without changing any output's summation order; both thread counts
+    also match the reference (the shapes cover both task schedules)."""
     x, w, b = conv_inputs(xs, ws, np.float32)
     gy = randn(fastconv.conv2d(x, w, **kw, backend="reference").shape, np.float32, 3)
     res = []
@@ -91,6 +95,11 @@ def test_direct_threads_agree(kw, xs, ws, threads):
         res.append(_run(x, w, b, gy, kw))
     for a, c in zip(res[0], res[1]):
         np.testing.assert_array_equal(a, c)
+    y_r = fastconv.conv2d(x, w, b, **kw, backend="reference")
+    gx_r, gw_r, _ = fastconv.conv2d_backward(gy, x, w, **kw, backend="reference")
+    assert_close(res[0][0], y_r, np.float32, ws[1] * ws[2] * ws[3], "forward")
+    assert_close(res[0][1], gx_r, np.float32, ws[0] * ws[2] * ws[3], "backward-data")
+    assert_close(res[0][2], gw_r, np.float32, gy.size // ws[0], "backward-weight")
 
 
 @pytest.mark.parametrize("kw,ws", [(dict(stride=2, padding=1), (3, 2, 3, 3)),

@@ -252,21 +252,33 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
     };
   };
   const int nth = num_threads();
-  if (Kg * RS > geo.cs) {
-    // Filters outweigh one image's source (deep layers): a task is one filter block for
-    // a range of images, so its packed weights stay in cache across all of them.
-    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, G * KB));
-    const int64_t tasks = G * KB * ns;
+  // Cache traffic model: image-outer streams all packed filters once per (image, j-run);
+  // filter-outer streams every image's source once per group of KBG filter blocks
+  // (~512 KB of packed filters, kept in L2).
+  const int64_t panel = MR * Cg * RS * int64_t(sizeof(T));
+  const int64_t KBG = std::max<int64_t>(1, std::min<int64_t>(KB, (int64_t(512) << 10) / panel));
+  const int64_t jrun = std::max<int64_t>(1, std::min<int64_t>(8, JBn));
+  const int64_t runs = ceil_div(JBn, jrun);
+  const double img_outer = double(s.N) * runs * KB * panel;
+  const double flt_outer = double(ceil_div(KB, KBG)) * s.N * Cg * geo.cs * sizeof(T);
+  if (flt_outer < img_outer) {
+    // A task is KBG filter blocks for a range of images: the packed filters stay in
+    // cache across all of them, and each source block across the KBG filter blocks.
+    const int64_t KGn = ceil_div(KB, KBG);
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, G * KGn));
+    const int64_t tasks = G * KGn * ns;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Cg * RS * JBn * 32))
     {
       Tmp<T> tmp;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t part = task % ns, gk = task / ns, kb = gk % KB, g = gk / KB;
+        const int64_t part = task % ns, gk = task / ns, kg = gk % KGn, g = gk / KGn;
         for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
           const T* sp = src + (n * s.C + g * Cg) * geo.cs;
           auto put = put_fwd(n, g);
-          for (int64_t jb = 0; jb < JBn; ++jb) prob[g].run(kb, jb, sp, tmp.v.data(), put);
+          for (int64_t jb = 0; jb < JBn; ++jb)
+            for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
+              prob[g].run(kb, jb, sp, tmp.v.data(), put);
         }
       }
     }
@@ -274,8 +286,6 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
   }
   // Tasks: (n, g, run of j-blocks); the filter blocks are the inner loop so the source
   // rows a task touches stay in cache while every filter block passes over them.
-  const int64_t jrun = std::max<int64_t>(1, std::min<int64_t>(8, JBn));
-  const int64_t runs = ceil_div(JBn, jrun);
   const int64_t tasks = s.N * G * runs;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * Kg * Cg * RS * jrun * 32))
   {
@@ -363,23 +373,30 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   };
   const int64_t np = static_cast<int64_t>(prob.size());
   const int nth = num_threads();
-  if (Cg * RS > PL) {
-    // Filters outweigh one image's grad_out (deep layers): one filter block per task,
-    // looping over a range of images (see the forward).
-    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, np * KB));
-    const int64_t tasks = np * KB * ns;
+  // Same cache traffic model as the forward.
+  const int64_t panel = MR * Kg * RS * int64_t(sizeof(T));
+  const int64_t KBG = std::max<int64_t>(1, std::min<int64_t>(KB, (int64_t(512) << 10) / panel));
+  const int64_t JBmax = ceil_div(ceil_div(s.H, s.sh) * PW, NR * Simd<T>::L);
+  const double img_outer = double(s.N) * ceil_div(JBmax, 8) * KB * panel;
+  const double flt_outer = double(ceil_div(KB, KBG)) * s.N * Kg * PL * sizeof(T) * np / G;
+  if (flt_outer < img_outer) {
+    const int64_t KGn = ceil_div(KB, KBG);
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, np * KGn));
+    const int64_t tasks = np * KGn * ns;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Kg * RS * 32 * ceil_div(PL, 32)))
     {
       Tmp<T> tmp;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t part = task % ns, pk = task / ns, kb = pk % KB, pi = pk / KB;
+        const int64_t part = task % ns, pk = task / ns, kg = pk % KGn, pi = pk / KGn;
         const TapConv<T>& pr = prob[pi];
         const int64_t JBn = pr.Po * pr.Qo == 0 ? 0 : pr.jblocks();
         for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
           const T* sp = src + (n * s.K + (pi % G) * Kg) * PL;
           auto put = put_bwd(n, pi);
-          for (int64_t jb = 0; jb < JBn; ++jb) pr.run(kb, jb, sp, tmp.v.data(), put);
+          for (int64_t jb = 0; jb < JBn; ++jb)
+            for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
+              pr.run(kb, jb, sp, tmp.v.data(), put);
         }
       }
     }
