@@ -1,112 +1,531 @@
-// Direct convolution: the plain seven-loop algorithm, forward, backward-data and
-// backward-weight, any stride / padding / dilation / groups.
+// Direct convolution, forward / backward-data / backward-weight, any stride, padding,
+// dilation and groups, register-blocked and vectorised.
+//
+// Every pass is written as a "tap list" correlation over a padded source:
+//
+//   out[k][j] = sum_c sum_t  src[c][off_t + j] * w[k][c][t]
+//
+// where j = p * PW + q runs over a "wide" output grid whose row stride PW is the source's
+// row stride (columns q >= Q are computed and thrown away). With that layout every tap is
+// one contiguous vector load at a fixed offset, whatever the stride or dilation:
+//   - forward: src is x, zero-padded and split into sh x sw phases (phase (a, b) holds the
+//     input pixels (i*sh + a - ph, j*sw + b - pw)), so tap (r, s) reads phase
+//     (r*dh % sh, s*dw % sw) at offset (r*dh / sh, s*dw / sw);
+//   - backward-data: src is grad_out, zero-padded; each output phase (h % sh, w % sw) of
+//     grad_x is a stride-1 correlation with the taps that land on it (no zero-stuffing);
+//   - backward-weight: gw[k][c][t] = sum_j gy_wide[k][j] * src_fwd[c][off_t + j], with the
+//     thrown-away columns of gy_wide set to zero.
+// The micro-kernel keeps MR output channels x NR vectors of j in registers across the
+// whole C x taps reduction; weights are packed [kb][c][tap][MR] so the broadcasts stream.
 #include "cpu/kernel_common.h"
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
 
 namespace fc {
 namespace FC_ISA {
 
 namespace {
-// First and one-past-last output index o with 0 <= o*stride - pad + r*dil < extent.
-inline void valid_range(int64_t extent, int64_t out, int64_t stride, int64_t pad, int64_t off,
-                        int64_t& lo, int64_t& hi) {
-  // o*stride >= pad - off  and  o*stride <= extent - 1 + pad - off
-  const int64_t a = pad - off;
-  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
-  const int64_t b = extent - 1 + pad - off;
-  hi = b < 0 ? 0 : std::min(out, b / stride + 1);
-  if (lo > hi) lo = hi;
+
+#if defined(FC_ISA_avx512)
+constexpr int kVecBytes = 64;
+constexpr int MR = 8;  // 16 accumulators of 32 zmm
+#elif defined(FC_ISA_avx2)
+constexpr int kVecBytes = 32;
+constexpr int MR = 6;  // 12 accumulators of 16 ymm
+#else
+constexpr int kVecBytes = 16;
+constexpr int MR = 6;
+#endif
+constexpr int NR = 2;
+
+template <class T>
+struct Simd {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  static constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V splat(T s) { return V{} + s; }
+};
+
+// Calling-thread workspace that keeps its largest size between calls: the padded
+// sources are input-sized, and a fresh multi-MB allocation every call costs a page
+// fault per 4 KB on first touch. Freed when the calling thread exits.
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[2];
+  if (buf[slot].size() < n) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n);
+  }
+  return buf[slot].data();
 }
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// acc[MR][NR*L] = sum_c sum_t src[c*cs + off[t] + j] * wp[(c*nt + t)*MR + i]
+template <class T>
+inline void micro(int64_t C, int nt, const int64_t* __restrict off, const T* __restrict src,
+                  int64_t cs, const T* __restrict wp, T* __restrict out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  V acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+  for (int64_t c = 0; c < C; ++c) {
+    const T* sc = src + c * cs;
+    for (int t = 0; t < nt; ++t, wp += MR) {
+      V b[NR];
+#pragma GCC unroll 2
+      for (int j = 0; j < NR; ++j) b[j] = S::load(sc + off[t] + j * S::L);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const V u = S::splat(wp[i]);
+#pragma GCC unroll 2
+        for (int j = 0; j < NR; ++j) acc[i][j] += u * b[j];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < NR; ++j) S::store(out + i * NR * S::L + j * S::L, acc[i][j]);
+}
+
+// One tap-list correlation problem for one image and group (see the file comment).
+template <class T>
+struct TapConv {
+  int64_t Kc, Cc;          // output / input channels of the problem
+  int64_t Po, Qo, PW;      // valid output grid, wide row stride
+  int64_t cs;              // source channel stride
+  std::vector<int64_t> off;
+  std::vector<T> wp;       // [kb][c][tap][MR]
+  // pack(k, c, t) -> weight
+  template <class F>
+  void pack(F wfn) {
+    const int64_t KB = ceil_div(Kc, MR), nt = static_cast<int64_t>(off.size());
+    wp.assign(size_t(KB) * Cc * nt * MR, T(0));
+#pragma omp parallel for schedule(static) num_threads(threads_for(Kc, Cc * nt * 4))
+    for (int64_t k = 0; k < Kc; ++k)
+      for (int64_t c = 0; c < Cc; ++c)
+        for (int64_t t = 0; t < nt; ++t)
+          wp[((k / MR * Cc + c) * nt + t) * MR + k % MR] = wfn(k, c, t);
+  }
+  int64_t jblocks() const { return ceil_div(Po * PW, NR * Simd<T>::L); }
+  // Computes j-block jb for filter block kb and hands each valid output to put(k, p, q, v).
+  template <class Put>
+  void run(int64_t kb, int64_t jb, const T* src, T* tmp, Put put) const {
+    constexpr int JB = NR * Simd<T>::L;
+    const int nt = static_cast<int>(off.size());
+    const int64_t j0 = jb * JB;
+    micro<T>(Cc, nt, off.data(), src + j0, cs, wp.data() + kb * Cc * nt * MR, tmp);
+    const int64_t kv = std::min<int64_t>(MR, Kc - kb * MR);
+    const int64_t j1 = std::min(j0 + JB, Po * PW);
+    for (int64_t j = j0; j < j1;) {
+      const int64_t p = j / PW, q = j % PW;
+      const int64_t run_end = std::min(j1, p * PW + Qo);  // valid columns of this row
+      if (q >= Qo) {
+        j = (p + 1) * PW;
+        continue;
+      }
+      for (int64_t i = 0; i < kv; ++i) put(kb * MR + i, p, q, tmp + i * JB + (j - j0), run_end - j);
+      j = (p + 1) * PW;
+    }
+  }
+};
+
+// Source plane size with slack: the last j-block may read JB past the grid, plus the
+// largest tap offset (inside the plane by construction).
+template <class T>
+int64_t plane_len(int64_t rows, int64_t PW) {
+  return (rows + 1) * PW + 2 * NR * Simd<T>::L;
+}
+
+// Forward source layout: for each (n, c): sh*sw phases of (Hs x PW) each.
+struct FwdGeom {
+  int64_t Hs, PW, PL, cs;
+};
+
+template <class T>
+FwdGeom fwd_geom(const ConvShape& s) {
+  FwdGeom g;
+  g.Hs = s.P + (s.R - 1) * s.dh / s.sh;
+  g.PW = s.Q + (s.S - 1) * s.dw / s.sw;
+  g.PL = plane_len<T>(g.Hs, g.PW);
+  g.cs = s.sh * s.sw * g.PL;
+  return g;
+}
+
+// Builds the padded, phase-split copy of x for all (n, c).
+template <class T>
+void build_fwd_src(const ConvShape& s, const FwdGeom& g, const T* x, T* src) {
+  // Phases no tap reads (1x1 stride 2 reads only phase (0, 0)) are left unbuilt.
+  std::vector<char> used(s.sh * s.sw, 0);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) used[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 1;
+  const int64_t planes = s.N * s.C;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes, g.cs))
+  for (int64_t nc = 0; nc < planes; ++nc) {
+    const T* xc = x + nc * s.H * s.W;
+    T* dc = src + nc * g.cs;
+    for (int64_t a = 0; a < s.sh; ++a)
+      for (int64_t b = 0; b < s.sw; ++b) {
+        if (!used[a * s.sw + b]) continue;
+        T* pl = dc + (a * s.sw + b) * g.PL;
+        std::fill(pl, pl + g.PL, T(0));  // padding and the slack past the grid
+        // columns j with 0 <= j*sw + b - pw < W
+        const int64_t j_lo = std::max<int64_t>(0, ceil_div(s.pw - b, s.sw));
+        const int64_t j_hi = std::min<int64_t>(g.PW, floor_div(s.W - 1 + s.pw - b, s.sw) + 1);
+        for (int64_t i = 0; i < g.Hs; ++i) {
+          const int64_t h = i * s.sh + a - s.ph;
+          if (h < 0 || h >= s.H || j_hi <= j_lo) continue;
+          const T* xr = xc + h * s.W + b - s.pw;
+          T* dr = pl + i * g.PW;
+          if (s.sw == 1) {
+            std::memcpy(dr + j_lo, xr + j_lo, sizeof(T) * (j_hi - j_lo));
+          } else if (s.sw == 2) {  // constant stride: the compiler vectorises the gather
+            for (int64_t j = j_lo; j < j_hi; ++j) dr[j] = xr[2 * j];
+          } else {
+            for (int64_t j = j_lo; j < j_hi; ++j) dr[j] = xr[j * s.sw];
+          }
+        }
+      }
+  }
+}
+
+template <class T>
+std::vector<int64_t> fwd_offsets(const ConvShape& s, const FwdGeom& g) {
+  std::vector<int64_t> off;
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) {
+      const int64_t rr = r * s.dh, ss = t * s.dw;
+      off.push_back(((rr % s.sh) * s.sw + ss % s.sw) * g.PL + (rr / s.sh) * g.PW + ss / s.sw);
+    }
+  return off;
+}
+
+// Thread-private scratch for one micro-kernel output block.
+template <class T>
+struct Tmp {
+  std::vector<T> v;
+  Tmp() : v(size_t(MR) * NR * Simd<T>::L) {}
+};
+
 }  // namespace
 
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), HW = s.H * s.W, PQ = s.P * s.Q;
-  const int64_t items = s.N * s.K;
-#pragma omp parallel for schedule(static) num_threads(threads_for(items, PQ * Cg * s.R * s.S))
-  for (int64_t nk = 0; nk < items; ++nk) {
-    const int64_t n = nk / s.K, k = nk % s.K, g = k / Kg;
-    T* yp = y + nk * PQ;
-    const T b = bias ? bias[k] : T(0);
-    for (int64_t i = 0; i < PQ; ++i) yp[i] = b;
-    for (int64_t c = 0; c < Cg; ++c) {
-      const T* xp = x + (n * s.C + g * Cg + c) * HW;
-      const T* wp = w + (k * Cg + c) * s.R * s.S;
-      for (int64_t r = 0; r < s.R; ++r) {
-        int64_t p0, p1;
-        valid_range(s.H, s.P, s.sh, s.ph, r * s.dh, p0, p1);
-        for (int64_t t = 0; t < s.S; ++t) {
-          int64_t q0, q1;
-          valid_range(s.W, s.Q, s.sw, s.pw, t * s.dw, q0, q1);
-          const T wv = wp[r * s.S + t];
-          for (int64_t p = p0; p < p1; ++p) {
-            const T* xr = xp + (p * s.sh - s.ph + r * s.dh) * s.W - s.pw + t * s.dw;
-            T* yr = yp + p * s.Q;
-            for (int64_t q = q0; q < q1; ++q) yr[q] += wv * xr[q * s.sw];
-          }
+  if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
+  const FwdGeom geo = fwd_geom<T>(s);
+  T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
+  build_fwd_src(s, geo, x, src);
+
+  std::vector<TapConv<T>> prob(G);
+  const int64_t RS = s.R * s.S;
+  for (int64_t g = 0; g < G; ++g) {
+    TapConv<T>& pr = prob[g];
+    pr.Kc = Kg; pr.Cc = Cg; pr.Po = s.P; pr.Qo = s.Q; pr.PW = geo.PW; pr.cs = geo.cs;
+    pr.off = fwd_offsets<T>(s, geo);
+    pr.pack([&](int64_t k, int64_t c, int64_t t) { return w[((g * Kg + k) * Cg + c) * RS + t]; });
+  }
+  const int64_t KB = ceil_div(Kg, MR), JBn = prob[0].jblocks();
+  const T* bias_ = bias;
+  auto put_fwd = [&](int64_t n, int64_t g) {
+    T* yn = y + (n * s.K + g * Kg) * PQ;
+    const T* bg = bias_ ? bias_ + g * Kg : nullptr;
+    return [yn, bg, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
+      T* dst = yn + k * PQ + p * s.Q + q;
+      const T b = bg ? bg[k] : T(0);
+      for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+    };
+  };
+  const int nth = num_threads();
+  // Cache traffic model: image-outer streams all packed filters once per (image, j-run);
+  // filter-outer streams every image's source once per group of KBG filter blocks
+  // (~512 KB of packed filters, kept in L2).
+  const int64_t panel = MR * Cg * RS * int64_t(sizeof(T));
+  const int64_t KBG = std::max<int64_t>(1, std::min<int64_t>(KB, (int64_t(512) << 10) / panel));
+  const int64_t jrun = std::max<int64_t>(1, std::min<int64_t>(8, JBn));
+  const int64_t runs = ceil_div(JBn, jrun);
+  const double img_outer = double(s.N) * runs * KB * panel;
+  const double flt_outer = double(ceil_div(KB, KBG)) * s.N * Cg * geo.cs * sizeof(T);
+  if (flt_outer < img_outer) {
+    // A task is KBG filter blocks for a range of images: the packed filters stay in
+    // cache across all of them, and each source block across the KBG filter blocks.
+    const int64_t KGn = ceil_div(KB, KBG);
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, G * KGn));
+    const int64_t tasks = G * KGn * ns;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Cg * RS * JBn * 32))
+    {
+      Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t part = task % ns, gk = task / ns, kg = gk % KGn, g = gk / KGn;
+        for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
+          const T* sp = src + (n * s.C + g * Cg) * geo.cs;
+          auto put = put_fwd(n, g);
+          for (int64_t jb = 0; jb < JBn; ++jb)
+            for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
+              prob[g].run(kb, jb, sp, tmp.v.data(), put);
         }
       }
+    }
+    return;
+  }
+  // Tasks: (n, g, run of j-blocks); the filter blocks are the inner loop so the source
+  // rows a task touches stay in cache while every filter block passes over them.
+  const int64_t tasks = s.N * G * runs;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * Kg * Cg * RS * jrun * 32))
+  {
+    Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t run = task % runs, ng = task / runs, g = ng % G, n = ng / G;
+      const T* sp = src + (n * s.C + g * Cg) * geo.cs;
+      auto put = put_fwd(n, g);
+      for (int64_t kb = 0; kb < KB; ++kb)
+        for (int64_t jb = run * jrun; jb < std::min(JBn, (run + 1) * jrun); ++jb)
+          prob[g].run(kb, jb, sp, tmp.v.data(), put);
     }
   }
 }
 
 template <class T>
 void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), HW = s.H * s.W, PQ = s.P * s.Q;
-  const int64_t items = s.N * s.C;
-#pragma omp parallel for schedule(static) num_threads(threads_for(items, PQ * Kg * s.R * s.S))
-  for (int64_t nc = 0; nc < items; ++nc) {
-    const int64_t n = nc / s.C, c = nc % s.C, g = c / Cg, cg = c % Cg;
-    T* gxp = gx + nc * HW;
-    for (int64_t i = 0; i < HW; ++i) gxp[i] = T(0);
-    for (int64_t kk = 0; kk < Kg; ++kk) {
-      const int64_t k = g * Kg + kk;
-      const T* gyp = gy + (n * s.K + k) * PQ;
-      const T* wp = w + (k * Cg + cg) * s.R * s.S;
-      for (int64_t r = 0; r < s.R; ++r) {
-        int64_t p0, p1;
-        valid_range(s.H, s.P, s.sh, s.ph, r * s.dh, p0, p1);
-        for (int64_t t = 0; t < s.S; ++t) {
-          int64_t q0, q1;
-          valid_range(s.W, s.Q, s.sw, s.pw, t * s.dw, q0, q1);
-          const T wv = wp[r * s.S + t];
-          for (int64_t p = p0; p < p1; ++p) {
-            T* xr = gxp + (p * s.sh - s.ph + r * s.dh) * s.W - s.pw + t * s.dw;
-            const T* yr = gyp + p * s.Q;
-            for (int64_t q = q0; q < q1; ++q) xr[q * s.sw] += wv * yr[q];
+  if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, HW = s.H * s.W, RS = s.R * s.S;
+  // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
+  // Margins mt / ml shift the most negative offsets to >= 0.
+  int64_t mt = 0, ml = 0, maxdy = 0, maxdx = 0;
+  for (int64_t a = 0; a < s.sh; ++a)
+    for (int64_t r = 0; r < s.R; ++r)
+      if ((a + s.ph - r * s.dh) % s.sh == 0) {
+        const int64_t d = (a + s.ph - r * s.dh) / s.sh;
+        mt = std::max(mt, -d);
+        maxdy = std::max(maxdy, d);
+      }
+  for (int64_t b = 0; b < s.sw; ++b)
+    for (int64_t t = 0; t < s.S; ++t)
+      if ((b + s.pw - t * s.dw) % s.sw == 0) {
+        const int64_t d = (b + s.pw - t * s.dw) / s.sw;
+        ml = std::max(ml, -d);
+        maxdx = std::max(maxdx, d);
+      }
+  const int64_t Ha = ceil_div(s.H, s.sh), Wa = ceil_div(s.W, s.sw);  // largest phase grid
+  const int64_t PW = std::max(Wa + maxdx + ml, ml + s.Q);
+  const int64_t rows = std::max(Ha + maxdy + mt, mt + s.P);
+  const int64_t PL = plane_len<T>(rows, PW);
+  T* src = workspace<T>(0, size_t(s.N) * s.K * PL);
+  const int64_t planes = s.N * s.K;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes, PL))
+  for (int64_t nk = 0; nk < planes; ++nk) {
+    T* d = src + nk * PL;
+    std::fill(d, d + PL, T(0));
+    for (int64_t p = 0; p < s.P; ++p)
+      std::memcpy(d + (p + mt) * PW + ml, gy + nk * s.P * s.Q + p * s.Q, sizeof(T) * s.Q);
+  }
+  // Zero first: phases with no taps (stride > kernel) receive nothing.
+  std::vector<TapConv<T>> prob;  // [phase][g]
+  std::vector<int64_t> pa, pb;
+  for (int64_t a = 0; a < s.sh; ++a)
+    for (int64_t b = 0; b < s.sw; ++b) {
+      std::vector<int64_t> taps, offs;
+      for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t t = 0; t < s.S; ++t)
+          if ((a + s.ph - r * s.dh) % s.sh == 0 && (b + s.pw - t * s.dw) % s.sw == 0) {
+            taps.push_back(r * s.S + t);
+            offs.push_back(((a + s.ph - r * s.dh) / s.sh + mt) * PW + (b + s.pw - t * s.dw) / s.sw + ml);
           }
+      const int64_t Po = a < s.H ? ceil_div(s.H - a, s.sh) : 0;
+      const int64_t Qo = b < s.W ? ceil_div(s.W - b, s.sw) : 0;
+      for (int64_t g = 0; g < G; ++g) {
+        TapConv<T> pr;
+        pr.Kc = Cg; pr.Cc = Kg; pr.Po = Po; pr.Qo = Qo; pr.PW = PW; pr.cs = PL;
+        pr.off = offs;
+        pr.pack([&](int64_t c, int64_t k, int64_t t) {
+          return w[((g * Kg + k) * Cg + c) * RS + taps[t]];
+        });
+        prob.push_back(std::move(pr));
+        pa.push_back(a);
+        pb.push_back(b);
+      }
+    }
+  const int64_t KB = ceil_div(Cg, MR);
+  auto put_bwd = [&](int64_t n, int64_t pi) {
+    const int64_t g = pi % G, a = pa[pi], b = pb[pi];
+    T* gxn = gx + (n * s.C + g * Cg) * HW;
+    return [gxn, a, b, &s, HW](int64_t c, int64_t p, int64_t q, const T* v, int64_t len) {
+      T* dst = gxn + c * HW + (p * s.sh + a) * s.W + q * s.sw + b;
+      for (int64_t u = 0; u < len; ++u) dst[u * s.sw] = v[u];
+    };
+  };
+  const int64_t np = static_cast<int64_t>(prob.size());
+  const int nth = num_threads();
+  // Same cache traffic model as the forward.
+  const int64_t panel = MR * Kg * RS * int64_t(sizeof(T));
+  const int64_t KBG = std::max<int64_t>(1, std::min<int64_t>(KB, (int64_t(512) << 10) / panel));
+  const int64_t JBmax = ceil_div(ceil_div(s.H, s.sh) * PW, NR * Simd<T>::L);
+  const double img_outer = double(s.N) * ceil_div(JBmax, 8) * KB * panel;
+  const double flt_outer = double(ceil_div(KB, KBG)) * s.N * Kg * PL * sizeof(T) * np / G;
+  if (flt_outer < img_outer) {
+    const int64_t KGn = ceil_div(KB, KBG);
+    const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, np * KGn));
+    const int64_t tasks = np * KGn * ns;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Kg * RS * 32 * ceil_div(PL, 32)))
+    {
+      Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t part = task % ns, pk = task / ns, kg = pk % KGn, pi = pk / KGn;
+        const TapConv<T>& pr = prob[pi];
+        const int64_t JBn = pr.Po * pr.Qo == 0 ? 0 : pr.jblocks();
+        for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
+          const T* sp = src + (n * s.K + (pi % G) * Kg) * PL;
+          auto put = put_bwd(n, pi);
+          for (int64_t jb = 0; jb < JBn; ++jb)
+            for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
+              pr.run(kb, jb, sp, tmp.v.data(), put);
         }
       }
+    }
+    return;
+  }
+  struct Task { int64_t n, pi, jb0, jb1; };
+  std::vector<Task> tasks;
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t pi = 0; pi < np; ++pi) {
+      const int64_t JBn = prob[pi].Po * prob[pi].Qo == 0 ? 0 : prob[pi].jblocks();
+      for (int64_t j = 0; j < JBn; j += 8) tasks.push_back({n, pi, j, std::min(JBn, j + 8)});
+    }
+  const int64_t nt = static_cast<int64_t>(tasks.size());
+#pragma omp parallel num_threads(threads_for(nt, 2 * Kg * Cg * RS * 8 * 32))
+  {
+    Tmp<T> tmp;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < nt; ++i) {
+      const Task& tk = tasks[i];
+      const TapConv<T>& pr = prob[tk.pi];
+      const T* sp = src + (tk.n * s.K + (tk.pi % G) * Kg) * PL;
+      auto put = put_bwd(tk.n, tk.pi);
+      for (int64_t kb = 0; kb < KB; ++kb)
+        for (int64_t jb = tk.jb0; jb < tk.jb1; ++jb) pr.run(kb, jb, sp, tmp.v.data(), put);
     }
   }
 }
 
+namespace {
+// out[i][t] = sum_n sum_j gyw[n][i][j] * src[n][off[t] + j]: KW rows of gy x NT taps,
+// vectorised over j; the accumulators live across all images and are reduced once.
+#if defined(FC_ISA_avx512)
+constexpr int KW = 8;  // 8 x 3 = 24 accumulators of 32 zmm
+#else
+constexpr int KW = 4;  // 4 x 3 = 12 of 16
+#endif
+constexpr int NTW = 3;
+template <class T, int NT>
+void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, const T* src,
+                 int64_t src_ns, const int64_t* off, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  V acc[KW][NT];
+  for (int i = 0; i < KW; ++i)
+    for (int t = 0; t < NT; ++t) acc[i][t] = V{};
+  for (int64_t n = 0; n < N; ++n) {
+    const T* g[KW];
+    for (int i = 0; i < KW; ++i) g[i] = gyr[i] + n * gy_ns;
+    const T* sn = src + n * src_ns;
+    for (int64_t j = 0; j < len; j += L) {
+      V xv[NT];
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) xv[t] = S::load(sn + off[t] + j);
+#pragma GCC unroll 8
+      for (int i = 0; i < KW; ++i) {
+        const V gv = S::load(g[i] + j);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t) acc[i][t] += gv * xv[t];
+      }
+    }
+  }
+  for (int i = 0; i < KW; ++i)
+    for (int t = 0; t < NT; ++t) {
+      T sum = 0;
+      for (int l = 0; l < L; ++l) sum += acc[i][t][l];
+      out[i * NT + t] = sum;
+    }
+}
+}  // namespace
+
 template <class T>
 void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), HW = s.H * s.W, PQ = s.P * s.Q;
-  const int64_t items = s.K * Cg;
-#pragma omp parallel for schedule(static) num_threads(threads_for(items, s.N * PQ * s.R * s.S))
-  for (int64_t kc = 0; kc < items; ++kc) {
-    const int64_t k = kc / Cg, cg = kc % Cg, g = k / Kg;
-    T* gwp = gw + kc * s.R * s.S;
-    for (int64_t r = 0; r < s.R; ++r) {
-      int64_t p0, p1;
-      valid_range(s.H, s.P, s.sh, s.ph, r * s.dh, p0, p1);
-      for (int64_t t = 0; t < s.S; ++t) {
-        int64_t q0, q1;
-        valid_range(s.W, s.Q, s.sw, s.pw, t * s.dw, q0, q1);
-        T acc = T(0);
-        for (int64_t n = 0; n < s.N; ++n) {
-          const T* xp = x + (n * s.C + g * Cg + cg) * HW;
-          const T* gyp = gy + (n * s.K + k) * PQ;
-          for (int64_t p = p0; p < p1; ++p) {
-            const T* xr = xp + (p * s.sh - s.ph + r * s.dh) * s.W - s.pw + t * s.dw;
-            const T* yr = gyp + p * s.Q;
-            for (int64_t q = q0; q < q1; ++q) acc += yr[q] * xr[q * s.sw];
-          }
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S;
+  const int64_t total = s.K * Cg * RS;
+  if (s.N == 0 || s.P == 0 || s.Q == 0) {
+    std::fill(gw, gw + total, T(0));
+    return;
+  }
+  constexpr int L = Simd<T>::L;
+  const FwdGeom geo = fwd_geom<T>(s);
+  T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
+  build_fwd_src(s, geo, x, src);
+  const std::vector<int64_t> off = fwd_offsets<T>(s, geo);
+  // gy in the wide layout, zero in the thrown-away columns and up to a whole vector.
+  const int64_t len = ceil_div(s.P * geo.PW, L) * L;
+  T* gyw = workspace<T>(1, size_t(s.N) * s.K * len + L);
+  const int64_t planes = s.N * s.K;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes, len))
+  for (int64_t nk = 0; nk < planes; ++nk) {
+    T* d = gyw + nk * len;
+    std::fill(d, d + len, T(0));
+    for (int64_t p = 0; p < s.P; ++p)
+      std::memcpy(d + p * geo.PW, gy + (nk * s.P + p) * s.Q, sizeof(T) * s.Q);
+  }
+  // A task is KW filters x CB channels; its (channel, tap) pairs are flattened so that
+  // small kernels (1x1) still fill the NTW-wide register block.
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(Cg, 4 * NTW / RS));
+  const int64_t KBw = ceil_div(Kg, KW), CBn = ceil_div(Cg, CB);
+  const int64_t tasks = G * KBw * CBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KW * s.N * len * RS * CB))
+  {
+    std::vector<int64_t> toff;
+    T out[KW * NTW];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t cb = task % CBn, gk = task / CBn, kb = gk % KBw, g = gk / KBw;
+      const int64_t k0 = g * Kg + kb * KW, kv = std::min<int64_t>(KW, Kg - kb * KW);
+      const int64_t c0 = cb * CB, cn = std::min(CB, Cg - c0);
+      const T* gyr[KW];
+      for (int i = 0; i < KW; ++i) gyr[i] = gyw + (k0 + std::min<int64_t>(i, kv - 1)) * len;
+      const T* sp = src + (g * Cg + c0) * geo.cs;
+      toff.clear();
+      for (int64_t c = 0; c < cn; ++c)
+        for (int64_t t = 0; t < RS; ++t) toff.push_back(c * geo.cs + off[t]);
+      const int64_t gy_ns = s.K * len, src_ns = s.C * geo.cs, tot = cn * RS;
+      for (int64_t t0 = 0; t0 < tot;) {
+        const int64_t nt = std::min<int64_t>(NTW, tot - t0);
+        switch (nt) {
+          case 3: wgrad_block<T, 3>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
+          case 2: wgrad_block<T, 2>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
+          default: wgrad_block<T, 1>(s.N, len, gyr, gy_ns, sp, src_ns, toff.data() + t0, out); break;
         }
-        gwp[r * s.S + t] = acc;
+        for (int64_t i = 0; i < kv; ++i)
+          for (int64_t t = 0; t < nt; ++t) {
+            const int64_t ct = t0 + t;  // = c * RS + tap
+            gw[((k0 + i) * Cg + c0 + ct / RS) * RS + ct % RS] = out[i * nt + t];
+          }
+        t0 += nt;
       }
     }
   }

@@ -1,0 +1,547 @@
+// Winograd convolution F(m x m, 3 x 3), m in {2, 4} (Lavin & Gray 2015), forward and
+// backward-data, for 3x3 / stride 1 / dilation 1 / groups 1.
+//
+//   y = A^T [ (G g G^T) . (B^T d B) ] A      per m x m output tile, per channel pair
+//
+// Layout of the work, per chunk of Tc output tiles (the tile index runs over n, tile row,
+// tile column, so small images still fill the vectors):
+//   1. input transform: V[xi][c][t] = (B^T d_{c,t} B)[xi], vectorised over t (consecutive
+//      tiles in a tile row). The tile's input columns m*t + s are gathered once per row
+//      into m "phase" rows (ph_p[u] = x[m*u + p]), so every B^T d B operand is a contiguous
+//      vector load and padding / partial tiles are plain zeros in that row buffer.
+//   2. (m+2)^2 independent GEMMs M[xi] = U[xi] (K x C) * V[xi] (C x Tc), done by a
+//      register-blocked micro-kernel (MR filters x NR vectors of tiles). U is packed once
+//      per call as [xi][K/MR][C][MR] so the broadcasts are contiguous.
+//   3. output transform y = A^T M A (+ bias), vectorised over t, scattered to NCHW with
+//      bottom / right partial tiles clipped.
+// Chunks are independent (each writes its own tiles of y), so threads take whole chunks;
+// the per-thread buffers are bounded by the chunk size, not by the problem.
+//
+// Backward-data of a stride-1 correlation is a correlation of grad_out with the kernel
+// flipped in space and transposed K <-> C, padded by (2 - top, 2 - left): the same code.
+#include "cpu/kernel_common.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include <omp.h>
+
+namespace fc {
+namespace FC_ISA {
+
+namespace {
+
+#if defined(FC_ISA_avx512)
+constexpr int kVecBytes = 64;
+#elif defined(FC_ISA_avx2)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;  // SSE2 is the x86-64 baseline; elsewhere GCC emulates it
+#endif
+
+template <class T>
+struct Simd {
+  typedef T V __attribute__((vector_size(kVecBytes)));
+  static constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V splat(T s) { return V{} + s; }
+};
+
+// Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
+// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE) and leaves
+// room on AVX-512.
+constexpr int MR = 6;
+constexpr int NR = 2;
+
+// ---- 1-D transforms (applied to rows, then to columns) ----------------------------
+
+template <int m, class V>
+struct Tr;
+
+template <class V>
+struct Tr<2, V> {
+  static void in(const V* d, V* o) {
+    o[0] = d[0] - d[2];
+    o[1] = d[1] + d[2];
+    o[2] = d[2] - d[1];
+    o[3] = d[1] - d[3];
+  }
+  static void out(const V* a, V* y) {
+    y[0] = a[0] + a[1] + a[2];
+    y[1] = a[1] - a[2] - a[3];
+  }
+};
+
+template <class V>
+struct Tr<4, V> {
+  static void in(const V* d, V* o) {
+    // Points 0, +-1, +-2, inf. Shared partial sums keep it at ~20 adds / 6 values.
+    const V t0 = d[4] - 4 * d[2];
+    const V t1 = d[3] - 4 * d[1];
+    const V t2 = d[4] - d[2];
+    const V t3 = 2 * (d[3] - d[1]);
+    o[0] = 4 * d[0] - 5 * d[2] + d[4];
+    o[1] = t0 + t1;
+    o[2] = t0 - t1;
+    o[3] = t2 + t3;
+    o[4] = t2 - t3;
+    o[5] = 4 * d[1] - 5 * d[3] + d[5];
+  }
+  static void out(const V* a, V* y) {
+    const V s12 = a[1] + a[2], d12 = a[1] - a[2];
+    const V s34 = a[3] + a[4], d34 = a[3] - a[4];
+    y[0] = a[0] + s12 + s34;
+    y[1] = d12 + 2 * d34;
+    y[2] = s12 + 4 * s34;
+    y[3] = d12 + 8 * d34 + a[5];
+  }
+};
+
+// 1-D filter transform G g (3 -> alpha values). Computed in T: the rounding of 1/6
+// and 1/24 is part of the measured F(4,3) error budget.
+template <int m, class T, class V>
+struct FilterTr;
+template <class T, class V>
+struct FilterTr<2, T, V> {
+  static void run(const V* g, V* u) {
+    u[0] = g[0];
+    u[1] = (g[0] + g[1] + g[2]) * T(0.5);
+    u[2] = (g[0] - g[1] + g[2]) * T(0.5);
+    u[3] = g[2];
+  }
+};
+template <class T, class V>
+struct FilterTr<4, T, V> {
+  static void run(const V* g, V* u) {
+    const V s02 = g[0] + g[2];
+    const V e = g[0] * T(1.0 / 24) + g[2] * T(1.0 / 6), o = g[1] * T(1.0 / 12);
+    u[0] = g[0] * T(0.25);
+    u[1] = (s02 + g[1]) * T(-1.0 / 6);
+    u[2] = (s02 - g[1]) * T(-1.0 / 6);
+    u[3] = e + o;
+    u[4] = e - o;
+    u[5] = g[2];
+  }
+};
+
+// Row `row` of U[xi][rows][C] = (G g_{k,c} G^T)[xi] for filter k (zero if k >= K),
+// vectorised over c. filt(k, r, s, c) gives a filter tap; wt is scratch of 9*Cv + L.
+template <class T, int m, class Tap>
+void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t rows,
+                int64_t row, T* wt) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, a = m + 2;
+  const int64_t Cv = (C + L - 1) / L * L;
+  if (k >= K) {
+    for (int xi = 0; xi < a * a; ++xi)
+      std::fill(U + (xi * rows + row) * C, U + (xi * rows + row + 1) * C, T(0));
+    return;
+  }
+  alignas(64) T tmp[L];
+  for (int rs = 0; rs < 9; ++rs)
+    for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
+  for (int64_t c = 0; c < C; c += L) {
+    V g[3][3], t[a][3];
+    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt + rs * Cv + c);
+    for (int q = 0; q < 3; ++q) {
+      V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
+      FilterTr<m, T, V>::run(col, o);
+      for (int r = 0; r < a; ++r) t[r][q] = o[r];
+    }
+    const int64_t nc = std::min<int64_t>(L, C - c);
+    for (int r = 0; r < a; ++r) {
+      V o[a];
+      FilterTr<m, T, V>::run(t[r], o);
+      for (int q = 0; q < a; ++q) {
+        T* dst = U + ((r * a + q) * rows + row) * C + c;
+        if (nc == L) {
+          S::store(dst, o[q]);
+        } else {
+          S::store(tmp, o[q]);
+          std::copy(tmp, tmp + nc, dst);
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+size_t filter_scratch(int64_t C) {
+  constexpr int L = Simd<T>::L;
+  return size_t(9) * ((C + L - 1) / L * L) + L;
+}
+
+// The whole U[xi][Kp][C], in parallel over filters.
+template <class T, int m, class Tap>
+void transform_filters(int64_t K, int64_t Kp, int64_t C, const Tap& filt, T* U) {
+#pragma omp parallel num_threads(threads_for(Kp, C * 300))
+  {
+    std::vector<T> wt(filter_scratch<T>(C), T(0));
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, filt, U, Kp, k, wt.data());
+  }
+}
+
+// M[0..kv)[0..NR*L) = U (MR rows of ldu) * V (C rows of ldv), kv <= MR.
+template <class T>
+inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
+                       T* __restrict Mp, int64_t ldm, int kv) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  V acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+  for (int64_t c = 0; c < C; ++c) {
+    V b[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) b[j] = S::load(Vp + c * ldv + j * S::L);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const V u = S::splat(Up[i * ldu + c]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] += u * b[j];
+    }
+  }
+  if (kv == MR) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) S::store(Mp + i * ldm + j * S::L, acc[i][j]);
+  } else {
+    for (int i = 0; i < kv; ++i)
+      for (int j = 0; j < NR; ++j) S::store(Mp + i * ldm + j * S::L, acc[i][j]);
+  }
+}
+
+// Calling-thread workspace that keeps its largest size between calls: the filter
+// transform U of a 512x512 layer is ~38 MB, and a fresh allocation every call costs
+// more in page faults (first touch of new pages) than the filter transform itself.
+// Freed when the calling thread exits.
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[3];
+  if (buf[slot].size() < n) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n);
+  }
+  return buf[slot].data();
+}
+
+// One (n, tile row) run of consecutive tiles inside a chunk.
+struct Segment {
+  int64_t n, th, tw0, cnt, off;  // off: column of the first tile in the chunk buffers
+};
+
+// The three stages of one chunk of tiles; each takes a sub-range of its loop so the
+// cooperative mode can split a chunk between threads.
+template <class T, int m>
+struct Chunk {
+  using S = Simd<T>;
+  using V = typename S::V;
+  static constexpr int L = S::L, a = m + 2, A2 = a * a, TB = NR * L;
+  const ConvShape& s;
+  int64_t TW, tiles_img, Kp, ld, phw;
+
+  // Splits tiles [t0, t1) into runs of one tile row.
+  void segments(int64_t t0, int64_t t1, std::vector<Segment>& segs) const {
+    segs.clear();
+    for (int64_t t = t0; t < t1;) {
+      const int64_t n = t / tiles_img, rem = t % tiles_img;
+      const int64_t th = rem / TW, tw0 = rem % TW;
+      const int64_t cnt = std::min(TW - tw0, t1 - t);
+      segs.push_back({n, th, tw0, cnt, t - t0});
+      t += cnt;
+    }
+  }
+
+  void input(const std::vector<Segment>& segs, int64_t c0, int64_t c1, const T* x, T* Vbuf,
+             T* phbuf) const {
+    const int64_t C = s.C, H = s.H, W = s.W;
+    for (const Segment& g : segs) {
+      const int64_t nv = (g.cnt + L - 1) / L * L;
+      const int64_t ncol = nv + (a - 1) / m;  // phase-row entries the vectors read
+      const int64_t col0 = g.tw0 * m - s.pw;  // input column of phase 0, entry 0
+      // Entries u with 0 <= col0 + m*u + p < W for every p are copied without checks.
+      int64_t u_lo = col0 >= 0 ? 0 : (-col0 + m - 1) / m;
+      int64_t u_hi = col0 + m - 1 < W ? (W - m - col0) / m + 1 : 0;
+      u_lo = std::min(u_lo, ncol);
+      u_hi = std::max(u_lo, std::min(u_hi, ncol));
+      for (int64_t c = c0; c < c1; ++c) {
+        const T* xc = x + (g.n * C + c) * H * W;
+        for (int i = 0; i < a; ++i) {
+          const int64_t row = g.th * m - s.ph + i;
+          T* pr = phbuf + size_t(i) * m * phw;
+          if (row < 0 || row >= H) {
+            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ncol, T(0));
+            continue;
+          }
+          const T* xr = xc + row * W;
+          for (int64_t u = 0; u < u_lo; ++u)
+            for (int p = 0; p < m; ++p) {
+              const int64_t col = col0 + m * u + p;
+              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+            }
+          const T* src = xr + col0 + m * u_lo;
+          for (int64_t v = 0; v < u_hi - u_lo; ++v)
+            for (int p = 0; p < m; ++p) pr[p * phw + u_lo + v] = src[m * v + p];
+          for (int64_t u = u_hi; u < ncol; ++u)
+            for (int p = 0; p < m; ++p) {
+              const int64_t col = col0 + m * u + p;
+              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+            }
+        }
+        T* vdst = Vbuf + c * ld + g.off;
+        for (int64_t vb = 0; vb < nv; vb += L) {
+          V d[a][a], e[a][a];
+          for (int i = 0; i < a; ++i)
+            for (int q = 0; q < a; ++q)
+              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m);
+          for (int q = 0; q < a; ++q) {
+            V col[a], o[a];
+            for (int i = 0; i < a; ++i) col[i] = d[i][q];
+            Tr<m, V>::in(col, o);
+            for (int i = 0; i < a; ++i) e[i][q] = o[i];
+          }
+          for (int i = 0; i < a; ++i) {
+            V o[a];
+            Tr<m, V>::in(e[i], o);
+            for (int q = 0; q < a; ++q) S::store(vdst + (i * a + q) * C * ld + vb, o[q]);
+          }
+        }
+      }
+    }
+  }
+
+  // GEMMs for work items [w0, w1) of (xi, kb) pairs, over tile columns [0, tcols).
+  void gemm(int64_t w0, int64_t w1, int64_t tcols, const T* U, const T* Vbuf, T* Mbuf) const {
+    const int64_t C = s.C, K = s.K, KB = Kp / MR;
+    for (int64_t wi = w0; wi < w1; ++wi) {
+      const int64_t xi = wi / KB, kb = wi % KB;
+      const T* Ux = U + (xi * Kp + kb * MR) * C;
+      const T* Vx = Vbuf + xi * C * ld;
+      T* Mx = Mbuf + (xi * K + kb * MR) * ld;
+      const int kv = static_cast<int>(std::min<int64_t>(MR, K - kb * MR));
+      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb, ld, Mx + tb, ld, kv);
+    }
+  }
+
+  // M row of filter k is Mbuf + (k - kbase) * ld, transform element xi at + xi * xs.
+  void output(const std::vector<Segment>& segs, int64_t k0, int64_t k1, const T* Mbuf,
+              int64_t kbase, int64_t xs, const T* bias, T* y) const {
+    const int64_t K = s.K, P = s.P, Q = s.Q;
+    alignas(64) T ybuf[m][m][L];
+    for (const Segment& g : segs) {
+      const int64_t nv = (g.cnt + L - 1) / L * L;
+      for (int64_t k = k0; k < k1; ++k) {
+        const T b = bias ? bias[k] : T(0);
+        T* yk = y + (g.n * K + k) * P * Q;
+        const T* msrc = Mbuf + (k - kbase) * ld + g.off;
+        for (int64_t vb = 0; vb < nv; vb += L) {
+          V mm[a][a], e[m][a];
+          for (int xi = 0; xi < A2; ++xi) mm[xi / a][xi % a] = S::load(msrc + xi * xs + vb);
+          for (int q = 0; q < a; ++q) {
+            V col[a], o[m];
+            for (int i = 0; i < a; ++i) col[i] = mm[i][q];
+            Tr<m, V>::out(col, o);
+            for (int i = 0; i < m; ++i) e[i][q] = o[i];
+          }
+          for (int i = 0; i < m; ++i) {
+            V o[m];
+            Tr<m, V>::out(e[i], o);
+            for (int j = 0; j < m; ++j) S::store(ybuf[i][j], o[j] + b);
+          }
+          const int64_t nt = std::min<int64_t>(L, g.cnt - vb);
+          const int64_t tw = g.tw0 + vb;
+          // Whole tiles that fit in the row are interleaved back without checks.
+          const int64_t full = std::min<int64_t>(nt, (Q - tw * m) / m);
+          for (int i = 0; i < m; ++i) {
+            const int64_t row = g.th * m + i;
+            if (row >= P) break;
+            T* yr = yk + row * Q + tw * m;
+            for (int64_t u = 0; u < full; ++u)
+              for (int j = 0; j < m; ++j) yr[u * m + j] = ybuf[i][j][u];
+            if (full < nt)
+              for (int j = 0; j < m && (tw + full) * m + j < Q; ++j)
+                yr[full * m + j] = ybuf[i][j][full];
+          }
+        }
+      }
+    }
+  }
+};
+
+// Even split of [0, n) into `parts`: the part-th range.
+inline void split(int64_t n, int parts, int part, int64_t& lo, int64_t& hi) {
+  lo = n * part / parts;
+  hi = n * (part + 1) / parts;
+}
+
+template <class T, int m, class Tap>
+void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bias, T* y) {
+  using CH = Chunk<T, m>;
+  constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
+  const int64_t C = s.C, K = s.K;
+  const int64_t Kp = (K + MR - 1) / MR * MR, KB = Kp / MR;
+  const int64_t TH = (s.P + m - 1) / m, TW = (s.Q + m - 1) / m;
+  const int64_t tiles_img = TH * TW, NT = s.N * tiles_img;
+  const int nth_max = num_threads();
+  const int64_t u_bytes = int64_t(A2) * Kp * C * int64_t(sizeof(T));
+  auto round_tb = [](int64_t v) { return std::max<int64_t>(TB, v / TB * TB); };
+
+  // Private mode: each thread transforms, multiplies and writes back its own chunks of
+  // tiles against a U computed once; suits many tiles and a U that stays in cache.
+  // Fused mode (large U): a private chunk would re-stream all of U from memory for a
+  // handful of tiles, so the threads share one big chunk of V, then each takes a range
+  // of filters and, MR filters at a time, transforms them (U block stays in L1/L2),
+  // multiplies and writes the outputs back: U never goes to memory.
+  const bool fused = u_bytes > (int64_t(3) << 20);
+  int64_t Tc;
+  if (fused) {
+    Tc = std::min<int64_t>(round_tb((int64_t(12) << 20) / (int64_t(A2) * C * int64_t(sizeof(T)))),
+                           16 * TB);
+    Tc = std::min(Tc, (NT + TB - 1) / TB * TB);
+  } else {
+    const int64_t per_tile = int64_t(A2) * (C + K) * int64_t(sizeof(T));
+    Tc = std::min<int64_t>(round_tb((int64_t(768) << 10) / per_tile), 32 * TB);
+    Tc = std::min(Tc, round_tb(((NT + nth_max - 1) / nth_max + TB - 1) / TB * TB));
+  }
+  const int64_t nchunks = (NT + Tc - 1) / Tc;
+  const int64_t ld = Tc + L;  // slack: a segment's last vector may spill past its tiles
+  const int64_t TWV = (std::min(TW, Tc) + L - 1) / L * L;  // longest segment, rounded
+  const CH ch{s, TW, tiles_img, Kp, ld, TWV + 2};
+
+  if (!fused) {
+    T* U = workspace<T>(0, size_t(A2) * Kp * C);
+    transform_filters<T, m>(K, Kp, C, filt, U);
+    const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
+#pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
+    {
+      std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
+      std::vector<T> Mbuf(size_t(A2) * K * ld, T(0));
+      std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
+      std::vector<Segment> segs;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
+        ch.segments(t0, t1, segs);
+        ch.input(segs, 0, C, x, Vbuf.data(), phbuf.data());
+        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
+        ch.output(segs, 0, K, Mbuf.data(), 0, K * ld, bias, y);
+      }
+    }
+    return;
+  }
+
+  // Zeroed: columns past the last tile are multiplied but never written back, and
+  // stale values there could be denormals that slow the GEMM down.
+  T* Vbuf = workspace<T>(1, size_t(A2) * C * ld);
+  std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
+  std::vector<Segment> segs;
+  const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
+  constexpr int64_t KG = 8;
+#pragma omp parallel num_threads(nth)
+  {
+    const int me = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
+    std::vector<T> wt(filter_scratch<T>(C), T(0));
+    std::vector<T> Ublk(size_t(A2) * KG * MR * C);
+    std::vector<T> Mblk(size_t(A2) * KG * MR * ld, T(0));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
+      const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
+#pragma omp single
+      ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
+      int64_t lo, hi;
+      split(C, team, me, lo, hi);
+      ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
+#pragma omp barrier
+      split(KB, team, me, lo, hi);
+      // KG micro-panels of filters per pass: each V block (C x TB) loaded into cache is
+      // used by KG * MR filters before the next one, so V streams KB / KG times, not KB.
+      for (int64_t kg = lo; kg < hi; kg += KG) {
+        const int64_t nkb = std::min<int64_t>(KG, hi - kg), k0 = kg * MR;
+        const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
+        for (int64_t i = 0; i < rows; ++i)
+          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), rows, i, wt.data());
+        for (int xi = 0; xi < A2; ++xi) {
+          const T* Vx = Vbuf + size_t(xi) * C * ld;
+          const T* Ux = Ublk.data() + size_t(xi) * rows * C;
+          T* Mx = Mblk.data() + size_t(xi) * rows * ld;
+          for (int64_t tb = 0; tb < tcols; tb += TB)
+            for (int64_t b = 0; b < nkb; ++b) {
+              const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
+              if (kvb <= 0) break;
+              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb, ld, Mx + b * MR * ld + tb, ld, kvb);
+            }
+        }
+        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
+      }
+#pragma omp barrier
+    }
+  }
+}
+
+template <class T, int m>
+void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t C = s.C;
+  winograd_core<T, m>(
+      s, x, [w, C](int64_t k, int r, int q, int64_t c) { return w[((k * C + c) * 3 + r) * 3 + q]; },
+      bias, y);
+}
+
+template <class T, int m>
+void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  // gx = gy (*) flip(w)^T with padding (2 - top, 2 - left); rows of gy outside [0, P)
+  // are zeros, which is exactly the implied bottom / right padding.
+  ConvShape t{};
+  t.N = s.N; t.C = s.K; t.H = s.P; t.W = s.Q;
+  t.K = s.C; t.R = 3; t.S = 3; t.P = s.H; t.Q = s.W;
+  t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
+  t.ph = 2 - s.ph; t.pw = 2 - s.pw;
+  const int64_t C = s.C;
+  winograd_core<T, m>(
+      t, gy,
+      [w, C](int64_t c, int r, int q, int64_t k) {
+        return w[((k * C + c) * 3 + (2 - r)) * 3 + (2 - q)];
+      },
+      static_cast<const T*>(nullptr), gx);
+}
+
+}  // namespace
+
+template <class T>
+void conv_winograd_fwd(const ConvShape& s, int m, const T* x, const T* w, const T* bias, T* y) {
+  if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
+  if (m == 2) return fwd_m<T, 2>(s, x, w, bias, y);
+  if (m == 4) return fwd_m<T, 4>(s, x, w, bias, y);
+  throw std::invalid_argument("winograd: m must be 2 or 4");
+}
+
+template <class T>
+void conv_winograd_bwd_data(const ConvShape& s, int m, const T* gy, const T* w, T* gx) {
+  if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
+  if (m == 2) return bwd_m<T, 2>(s, gy, w, gx);
+  if (m == 4) return bwd_m<T, 4>(s, gy, w, gx);
+  throw std::invalid_argument("winograd: m must be 2 or 4");
+}
+
+#define FC_INSTANTIATE(T)                                                                     \
+  template void conv_winograd_fwd<T>(const ConvShape&, int, const T*, const T*, const T*, T*); \
+  template void conv_winograd_bwd_data<T>(const ConvShape&, int, const T*, const T*, T*);
+FC_INSTANTIATE(float)
+FC_INSTANTIATE(double)
+#undef FC_INSTANTIATE
+
+}  // namespace FC_ISA
+}  // namespace fc

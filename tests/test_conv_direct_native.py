@@ -1,0 +1,130 @@
+"""The native direct convolution (forward, backward-data, backward-weight) against the
+NumPy reference and PyTorch over the shared CONV_CASES sweep, on every ISA path, with
+thread-count invariance and a float64 finite-difference check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _native
+from conftest import (CONV_CASES, CONV_IDS, DTYPES, assert_close, conv_inputs, randn,
+                      requires_torch, torch_conv)
+
+ISAS = ["generic", "avx2", "avx512"]
+
+
+@pytest.fixture
+def isa(request):
+    """Forces one ISA path for the test and restores the previous one."""
+    old = _native.active_isa()
+    try:
+        _native.set_isa(request.param)
+    except ValueError as e:
+        pytest.skip(f"ISA path {request.param} not usable here: {e}")
+    yield request.param
+    _native.set_isa(old)
+
+
+@pytest.fixture
+def threads():
+    old = fastconv.get_num_threads()
+    yield
+    fastconv.set_num_threads(old)
+
+
+def _terms(ws, kw):
+    return ws[1] * ws[2] * ws[3]
+
+
+def _run(x, w, b, gy, kw):
+    y = fastconv.conv2d(x, w, b, **kw, algo="direct", backend="native")
+    g = fastconv.conv2d_backward(gy, x, w, **kw, algo="direct", backend="native")
+    return (y,) + tuple(g)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,xs,ws,kw", CONV_CASES, ids=CONV_IDS)
+def test_direct_vs_reference(name, xs, ws, kw, dtype, isa):
+    x, w, b = conv_inputs(xs, ws, dtype)
+    y_ref = fastconv.conv2d(x, w, b, **kw, backend="reference")
+    gy = randn(y_ref.shape, dtype, 5)
+    y, gx, gw, gb = _run(x, w, b, gy, kw)
+    gx_r, gw_r, gb_r = fastconv.conv2d_backward(gy, x, w, **kw, backend="reference")
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    assert_close(y, y_ref, dtype, _terms(ws, kw), f"{name} forward")
+    assert_close(gx, gx_r, dtype, ws[0] * ws[2] * ws[3], f"{name} backward-data")
+    n_pix = max(1, y_ref.size // max(1, ws[0]))
+    assert_close(gw, gw_r, dtype, n_pix, f"{name} backward-weight")
+    assert_close(gb, gb_r, dtype, n_pix, f"{name} backward-bias")
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,xs,ws,kw", CONV_CASES, ids=CONV_IDS)
+def test_direct_vs_torch(name, xs, ws, kw, dtype):
+    x, w, b = conv_inputs(xs, ws, dtype)
+    y_t, gy, gx_t, gw_t, gb_t = torch_conv(x, w, b, **kw)
+    y, gx, gw, gb = _run(x, w, b, gy, kw)
+    n_pix = max(1, y_t.size // ws[0])
+    assert_close(y, y_t, dtype, _terms(ws, kw), f"{name} forward vs torch")
+    assert_close(gx, gx_t, dtype, ws[0] * ws[2] * ws[3], f"{name} backward-data vs torch")
+    assert_close(gw, gw_t, dtype, n_pix, f"{name} backward-weight vs torch")
+    assert_close(gb, gb_t, dtype, n_pix, f"{name} backward-bias vs torch")
+
+
+@pytest.mark.parametrize("kw,xs,ws", [
+    (dict(padding=1), (3, 20, 23, 19), (37, 20, 3, 3)),
+    (dict(stride=2, padding=3), (2, 3, 31, 29), (9, 3, 7, 7)),
+    (dict(stride=2), (2, 16, 15, 15), (24, 16, 1, 1)),
+    (dict(padding=2, dilation=2, groups=2), (2, 8, 14, 13), (6, 4, 3, 3)),
+    # deep, small images: the filter-outer schedules of forward and backward-data
+    (dict(padding=1), (3, 96, 7, 7), (80, 96, 3, 3)),
+    (dict(stride=2, padding=1), (2, 64, 9, 9), (72, 64, 3, 3)),
+])
+def test_direct_threads_agree(kw, xs, ws, threads):
+    """Work is split without changing any output's summation order; both thread counts
+    also match the reference (the shapes cover both task schedules)."""
+    x, w, b = conv_inputs(xs, ws, np.float32)
+    gy = randn(fastconv.conv2d(x, w, **kw, backend="reference").shape, np.float32, 3)
+    res = []
+    for t in (1, 2):
+        fastconv.set_num_threads(t)
+        res.append(_run(x, w, b, gy, kw))
+    for a, c in zip(res[0], res[1]):
+        np.testing.assert_array_equal(a, c)
+    y_r = fastconv.conv2d(x, w, b, **kw, backend="reference")
+    gx_r, gw_r, _ = fastconv.conv2d_backward(gy, x, w, **kw, backend="reference")
+    assert_close(res[0][0], y_r, np.float32, ws[1] * ws[2] * ws[3], "forward")
+    assert_close(res[0][1], gx_r, np.float32, ws[0] * ws[2] * ws[3], "backward-data")
+    assert_close(res[0][2], gw_r, np.float32, gy.size // ws[0], "backward-weight")
+
+
+@pytest.mark.parametrize("kw,ws", [(dict(stride=2, padding=1), (3, 2, 3, 3)),
+                                   (dict(padding=1, dilation=2, groups=2), (4, 1, 3, 3))])
+def test_direct_finite_differences(kw, ws):
+    """float64 central differences of sum(y * gy) against backward-data / backward-weight."""
+    x, w, b = conv_inputs((2, 2, 7, 6), ws, np.float64)
+    y = fastconv.conv2d(x, w, b, **kw, algo="direct", backend="native")
+    gy = randn(y.shape, np.float64, 11)
+    gx, gw, gb = fastconv.conv2d_backward(gy, x, w, **kw, algo="direct", backend="native")
+
+    def f(xx, ww):
+        return float(np.sum(fastconv.conv2d(xx, ww, b, **kw, algo="direct",
+                                            backend="native") * gy))
+
+    eps = 1e-6
+    r = np.random.default_rng(0)
+    for _ in range(6):
+        i = tuple(r.integers(0, s) for s in x.shape)
+        xp, xm = x.copy(), x.copy()
+        xp[i] += eps
+        xm[i] -= eps
+        assert abs((f(xp, w) - f(xm, w)) / (2 * eps) - gx[i]) < 1e-6
+        j = tuple(r.integers(0, s) for s in w.shape)
+        wp, wm = w.copy(), w.copy()
+        wp[j] += eps
+        wm[j] -= eps
+        assert abs((f(x, wp) - f(x, wm)) / (2 * eps) - gw[j]) < 1e-6
