@@ -1,0 +1,407 @@
+// Max, average and adaptive-average pooling, forward and backward, NCHW.
+//
+// Every pooling window is separable: a kernel first reduces the window's rows into one
+// row buffer (contiguous loads, so the ISA's vector width is used), then reduces that
+// buffer along the row with the window's stride. Work is split over the N*C planes;
+// each thread owns its row buffers, so the kernels are thread-safe and deterministic
+// (results do not depend on the thread count).
+#include "cpu/kernel_common.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace fc {
+namespace FC_ISA {
+
+namespace {
+
+// Taps t in [t0, t1) of a window starting at `start` (stride `dil`) that land in
+// [0, size). Empty (t0 == t1) when none do.
+inline void tap_range(int64_t start, int64_t k, int64_t dil, int64_t size, int64_t& t0,
+                      int64_t& t1) {
+  t0 = start >= 0 ? 0 : (-start + dil - 1) / dil;
+  t1 = start > size - 1 ? 0 : std::min(k, (size - 1 - start) / dil + 1);
+  if (t0 > t1) t0 = t1;
+}
+
+// Output indices o in [lo, hi) whose whole window (k taps) lies inside [0, size).
+inline void interior_range(int64_t out, int64_t size, int64_t k, int64_t stride, int64_t pad,
+                           int64_t dil, int64_t& lo, int64_t& hi) {
+  lo = (pad + stride - 1) / stride;
+  const int64_t num = size - 1 + pad - (k - 1) * dil;
+  hi = num < 0 ? 0 : std::min(out, num / stride + 1);
+  lo = std::min(lo, hi);
+}
+
+// ------------------------------------------------------------------------ max pooling
+//
+// PyTorch's rule, which the indices must reproduce: scanning the window row-major, a
+// value replaces the current maximum if it is larger or NaN; the default is -inf at the
+// first in-bounds position. So without NaN the first maximum wins, with NaN the last
+// NaN wins. After the vertical pass each column holds its winning row; the horizontal
+// pass merges columns left to right, and because a later column c > best column, the
+// row-major order of two candidates is decided by their rows alone:
+//   tie (v == best):  candidate comes first  <=> row <  best row
+//   NaN candidate:    candidate comes later  <=> row >= best row
+
+template <class T>
+inline bool is_nan(T v) { return v != v; }
+
+template <class T, bool IDX, int SW>
+void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, T* vmax, int32_t* vrow,
+               int32_t* brow, int32_t* bcol) {
+  const int64_t W = s.W, Q = s.Q, sw = SW ? SW : s.sw;
+  int64_t qa, qb;
+  interior_range(Q, W, s.kw, sw, s.pw, s.dw, qa, qb);
+  const T ninf = -std::numeric_limits<T>::infinity();
+  for (int64_t p = 0; p < s.P; ++p) {
+    T* yr = y + p * Q;
+    int64_t* ir = IDX ? idx + p * Q : nullptr;
+    const int64_t hstart = p * s.sh - s.ph;
+    int64_t t0, t1;
+    tap_range(hstart, s.kh, s.dh, s.H, t0, t1);
+    if (t0 == t1) {  // unreachable for PyTorch-valid shapes; kept memory-safe
+      for (int64_t q = 0; q < Q; ++q) {
+        yr[q] = ninf;
+        if (IDX) ir[q] = 0;
+      }
+      continue;
+    }
+    // Vertical pass: per column, the winning value and row.
+    {
+      const int32_t h = static_cast<int32_t>(hstart + t0 * s.dh);
+      const T* xr = x + h * W;
+      for (int64_t w = 0; w < W; ++w) vmax[w] = xr[w];
+      if (IDX)
+        for (int64_t w = 0; w < W; ++w) vrow[w] = h;
+    }
+    for (int64_t t = t0 + 1; t < t1; ++t) {
+      const int32_t h = static_cast<int32_t>(hstart + t * s.dh);
+      const T* xr = x + h * W;
+      if (IDX) {
+        for (int64_t w = 0; w < W; ++w) {
+          const T v = xr[w];
+          const bool take = (v > vmax[w]) | is_nan(v);
+          vmax[w] = take ? v : vmax[w];
+          vrow[w] = take ? h : vrow[w];
+        }
+      } else {
+        for (int64_t w = 0; w < W; ++w) {
+          const T v = xr[w];
+          vmax[w] = ((v > vmax[w]) | is_nan(v)) ? v : vmax[w];
+        }
+      }
+    }
+    // Horizontal pass over the interior outputs, one tap at a time.
+    for (int64_t j = 0; j < s.kw; ++j) {
+      const int64_t off = j * s.dw - s.pw;
+      if (j == 0) {
+        for (int64_t q = qa; q < qb; ++q) {
+          const int64_t c = q * sw + off;
+          yr[q] = vmax[c];
+          if (IDX) {
+            brow[q] = vrow[c];
+            bcol[q] = static_cast<int32_t>(c);
+          }
+        }
+        continue;
+      }
+      if (IDX) {
+        for (int64_t q = qa; q < qb; ++q) {
+          const int64_t c = q * sw + off;
+          const T v = vmax[c], b = yr[q];
+          const int32_t r = vrow[c], br = brow[q];
+          const bool vn = is_nan(v);
+          const bool take = (vn & (!is_nan(b) | (r >= br))) |
+                            (!vn & ((v > b) | ((v == b) & (r < br))));
+          yr[q] = take ? v : b;
+          brow[q] = take ? r : br;
+          bcol[q] = take ? static_cast<int32_t>(c) : bcol[q];
+        }
+      } else {
+        for (int64_t q = qa; q < qb; ++q) {
+          const T v = vmax[q * sw + off], b = yr[q];
+          yr[q] = ((v > b) | is_nan(v)) ? v : b;
+        }
+      }
+    }
+    if (IDX)
+      for (int64_t q = qa; q < qb; ++q) ir[q] = int64_t(brow[q]) * W + bcol[q];
+    // Border outputs (window partly in the padding): the same merge, taps clipped.
+    for (int64_t q = 0; q < Q; ++q) {
+      if (q == qa) q = qb;
+      if (q >= Q) break;
+      const int64_t wstart = q * sw - s.pw;
+      int64_t j0, j1;
+      tap_range(wstart, s.kw, s.dw, W, j0, j1);
+      if (j0 == j1) {
+        yr[q] = ninf;
+        if (IDX) ir[q] = 0;
+        continue;
+      }
+      int64_t c = wstart + j0 * s.dw;
+      T b = vmax[c];
+      int32_t br = IDX ? vrow[c] : 0;
+      int64_t bc = c;
+      for (int64_t j = j0 + 1; j < j1; ++j) {
+        c = wstart + j * s.dw;
+        const T v = vmax[c];
+        bool take;
+        if (IDX) {
+          const int32_t r = vrow[c];
+          take = is_nan(v) ? (!is_nan(b) || r >= br) : (v > b || (v == b && r < br));
+          if (take) {
+            br = r;
+            bc = c;
+          }
+        } else {
+          take = v > b || is_nan(v);
+        }
+        if (take) b = v;
+      }
+      yr[q] = b;
+      if (IDX) ir[q] = int64_t(br) * W + bc;
+    }
+  }
+}
+
+template <class T, bool IDX>
+void max_fwd_impl(const PoolShape& s, const T* x, T* y, int64_t* idx) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q;
+  const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<T> vmax(s.W);
+    std::vector<int32_t> vrow(IDX ? s.W : 0), brow(IDX ? s.Q : 0), bcol(IDX ? s.Q : 0);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      int64_t* ip = IDX ? idx + nc * PQ : nullptr;
+      const T* xp = x + nc * HW;
+      T* yp = y + nc * PQ;
+      if (s.sw == 1)
+        max_plane<T, IDX, 1>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+      else if (s.sw == 2)
+        max_plane<T, IDX, 2>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+      else
+        max_plane<T, IDX, 0>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+    }
+  }
+}
+
+// ------------------------------------------------------------------------ average pooling
+
+struct AvgWin {
+  int64_t lo, hi, padded;  // clipped [lo, hi) and the extent counted with padding
+};
+
+inline AvgWin avg_win(int64_t o, int64_t size, int64_t k, int64_t stride, int64_t pad) {
+  const int64_t start = o * stride - pad;
+  const int64_t end = std::min(start + k, size + pad);
+  return {std::max<int64_t>(start, 0), std::min(end, size), end - start};
+}
+
+inline int64_t avg_divisor(const AvgWin& h, const AvgWin& w, bool cip, int64_t override_) {
+  if (override_) return override_;
+  return cip ? h.padded * w.padded : (h.hi - h.lo) * (w.hi - w.lo);
+}
+
+}  // namespace
+
+template <class T>
+void max_pool2d_fwd(const PoolShape& s, const T* x, T* y, int64_t* idx) {
+  if (idx) max_fwd_impl<T, true>(s, x, y, idx);
+  else max_fwd_impl<T, false>(s, x, y, nullptr);
+}
+
+template <class T>
+void max_pool2d_bwd(const PoolShape& s, const T* gy, const int64_t* idx, T* gx) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q;
+  const int nt = threads_for(planes, PQ + HW);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t nc = 0; nc < planes; ++nc) {
+    T* g = gx + nc * HW;
+    const T* gyp = gy + nc * PQ;
+    const int64_t* ip = idx + nc * PQ;
+    std::fill(g, g + HW, T(0));
+    for (int64_t i = 0; i < PQ; ++i) {
+      const int64_t k = ip[i];
+      if (static_cast<uint64_t>(k) < static_cast<uint64_t>(HW)) g[k] += gyp[i];
+    }
+  }
+}
+
+template <class T>
+void avg_pool2d_fwd(const PoolShape& s, bool cip, int64_t div_override, const T* x, T* y) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
+  const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<T> vs(W);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      const T* xp = x + nc * HW;
+      T* yp = y + nc * PQ;
+      for (int64_t p = 0; p < s.P; ++p) {
+        const AvgWin hw = avg_win(p, s.H, s.kh, s.sh, s.ph);
+        T* yr = yp + p * s.Q;
+        if (hw.lo >= hw.hi) {  // the whole row of windows is padding: 0, as PyTorch
+          std::fill(yr, yr + s.Q, T(0));
+          continue;
+        }
+        const T* x0 = xp + hw.lo * W;
+        for (int64_t w = 0; w < W; ++w) vs[w] = x0[w];
+        for (int64_t h = hw.lo + 1; h < hw.hi; ++h) {
+          const T* xr = xp + h * W;
+          for (int64_t w = 0; w < W; ++w) vs[w] += xr[w];
+        }
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const AvgWin ww = avg_win(q, W, s.kw, s.sw, s.pw);
+          if (ww.lo >= ww.hi) {
+            yr[q] = T(0);
+            continue;
+          }
+          T acc = T(0);
+          for (int64_t w = ww.lo; w < ww.hi; ++w) acc += vs[w];
+          yr[q] = acc / static_cast<T>(avg_divisor(hw, ww, cip, div_override));
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void avg_pool2d_bwd(const PoolShape& s, bool cip, int64_t div_override, const T* gy, T* gx) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
+  const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<T> t(W);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      T* g = gx + nc * HW;
+      const T* gyp = gy + nc * PQ;
+      std::fill(g, g + HW, T(0));
+      for (int64_t p = 0; p < s.P; ++p) {
+        const AvgWin hw = avg_win(p, s.H, s.kh, s.sh, s.ph);
+        if (hw.lo >= hw.hi) continue;
+        std::fill(t.begin(), t.end(), T(0));
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const AvgWin ww = avg_win(q, W, s.kw, s.sw, s.pw);
+          if (ww.lo >= ww.hi) continue;
+          const T v = gyp[p * s.Q + q] / static_cast<T>(avg_divisor(hw, ww, cip, div_override));
+          for (int64_t w = ww.lo; w < ww.hi; ++w) t[w] += v;
+        }
+        for (int64_t h = hw.lo; h < hw.hi; ++h) {
+          T* gr = g + h * W;
+          for (int64_t w = 0; w < W; ++w) gr[w] += t[w];
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------ adaptive average
+// Sums accumulate in double: a window can be the whole plane (global average pooling).
+
+namespace {
+inline int64_t ad_start(int64_t i, int64_t size, int64_t out) { return (i * size) / out; }
+inline int64_t ad_end(int64_t i, int64_t size, int64_t out) {
+  return ((i + 1) * size + out - 1) / out;
+}
+}  // namespace
+
+template <class T>
+void adaptive_avg_pool2d_fwd(const PoolShape& s, const T* x, T* y) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
+  if (PQ == 1) {  // global average pooling: one contiguous reduction per plane
+    const int nt = threads_for(planes, HW);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      const T* xp = x + nc * HW;
+      double acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < HW; ++i) acc += static_cast<double>(xp[i]);
+      y[nc] = static_cast<T>(acc / static_cast<double>(HW));
+    }
+    return;
+  }
+  const int nt = threads_for(planes, HW + PQ * 4);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<double> vs(W);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      const T* xp = x + nc * HW;
+      T* yp = y + nc * PQ;
+      for (int64_t p = 0; p < s.P; ++p) {
+        const int64_t h0 = ad_start(p, s.H, s.P), h1 = ad_end(p, s.H, s.P);
+        std::fill(vs.begin(), vs.end(), 0.0);
+        for (int64_t h = h0; h < h1; ++h) {
+          const T* xr = xp + h * W;
+          for (int64_t w = 0; w < W; ++w) vs[w] += static_cast<double>(xr[w]);
+        }
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const int64_t w0 = ad_start(q, W, s.Q), w1 = ad_end(q, W, s.Q);
+          double acc = 0;
+          for (int64_t w = w0; w < w1; ++w) acc += vs[w];
+          yp[p * s.Q + q] = static_cast<T>(acc / static_cast<double>((h1 - h0) * (w1 - w0)));
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void adaptive_avg_pool2d_bwd(const PoolShape& s, const T* gy, T* gx) {
+  const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
+  if (PQ == 1) {
+    const int nt = threads_for(planes, HW);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      const T v = static_cast<T>(static_cast<double>(gy[nc]) / static_cast<double>(HW));
+      T* g = gx + nc * HW;
+      for (int64_t i = 0; i < HW; ++i) g[i] = v;
+    }
+    return;
+  }
+  const int nt = threads_for(planes, HW + PQ * 4);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<double> t(W);
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      T* g = gx + nc * HW;
+      const T* gyp = gy + nc * PQ;
+      std::fill(g, g + HW, T(0));
+      for (int64_t p = 0; p < s.P; ++p) {
+        const int64_t h0 = ad_start(p, s.H, s.P), h1 = ad_end(p, s.H, s.P);
+        std::fill(t.begin(), t.end(), 0.0);
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const int64_t w0 = ad_start(q, W, s.Q), w1 = ad_end(q, W, s.Q);
+          const double v =
+              static_cast<double>(gyp[p * s.Q + q]) / static_cast<double>((h1 - h0) * (w1 - w0));
+          for (int64_t w = w0; w < w1; ++w) t[w] += v;
+        }
+        for (int64_t h = h0; h < h1; ++h) {
+          T* gr = g + h * W;
+          for (int64_t w = 0; w < W; ++w) gr[w] += static_cast<T>(t[w]);
+        }
+      }
+    }
+  }
+}
+
+#define FC_INSTANTIATE(T)                                                                    \
+  template void max_pool2d_fwd<T>(const PoolShape&, const T*, T*, int64_t*);                \
+  template void max_pool2d_bwd<T>(const PoolShape&, const T*, const int64_t*, T*);          \
+  template void avg_pool2d_fwd<T>(const PoolShape&, bool, int64_t, const T*, T*);           \
+  template void avg_pool2d_bwd<T>(const PoolShape&, bool, int64_t, const T*, T*);           \
+  template void adaptive_avg_pool2d_fwd<T>(const PoolShape&, const T*, T*);                 \
+  template void adaptive_avg_pool2d_bwd<T>(const PoolShape&, const T*, T*);
+FC_INSTANTIATE(float)
+FC_INSTANTIATE(double)
+#undef FC_INSTANTIATE
+
+}  // namespace FC_ISA
+}  // namespace fc
