@@ -6,7 +6,7 @@ time, the achieved memory traffic (bytes of the compulsory reads and writes of t
 ``traffic`` in each case), that traffic as a percentage of this machine's measured copy
 bandwidth, and the ratio torch_ms / ours_ms (> 1: we are faster).
 
-    PYTHONPATH=. python bench/ops_cpu.py [--batch 16] [--threads 2] [--repeat 15]
+    PYTHONPATH=. python bench/ops_cpu.py [--batch 16] [--threads 2] [--repeat 15] [--warm-cache]
 """
 from __future__ import annotations
 
@@ -53,15 +53,34 @@ def copy_bandwidth(threads: int, mbytes: int = 256, repeat: int = 5) -> float:
     return best
 
 
-def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+class CacheFlusher:
+    """Evicts the caches by writing a buffer larger than the last-level cache, so that
+    every timed call reads its operands from memory as in a real training step, where
+    the working set is far larger than the caches."""
+
+    def __init__(self, mbytes: int = 96):
+        self.buf = np.zeros(mbytes * (1 << 20) // 4, np.float32)
+
+    def __call__(self):
+        self.buf += 1.0
+
+
+def time_pair(ours: Callable[[], object], theirs: Callable[[], object], repeat: int,
+              flush: Callable[[], None] | None, warmup: int = 2) -> tuple[float, float]:
+    """Median ms of ``ours`` and ``theirs``, timed alternately so that load from other
+    processes hits both alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        ours()
+        theirs()
+    t_o, t_t = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        for fn, acc in ((ours, t_o), (theirs, t_t)):
+            if flush is not None:
+                flush()
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(t_o)), 1e3 * float(np.median(t_t))
 
 
 # --------------------------------------------------------------------------- cases
@@ -184,35 +203,41 @@ def resnet18_cases(batch: int, seed: int = 0) -> list[Case]:
     return cases
 
 
-def run(batch: int = 16, threads: int = 2, repeat: int = 15, names=None, out=sys.stdout):
+def run(batch: int = 16, threads: int = 2, repeat: int = 15, names=None, flush: bool = True,
+        out=sys.stdout):
     """Validates and times every case; returns rows of dicts (also printed as a table)."""
     if torch is None:
         raise RuntimeError("bench/ops_cpu.py compares against PyTorch, which is not installed")
+    from fastconv import _native
+
     fc.set_num_threads(threads)
     torch.set_num_threads(threads)
     bw = copy_bandwidth(threads)
-    print(f"fastconv native ({fc.backends.native.isa() if hasattr(fc.backends, 'native') else ''})"
-          f" vs torch {torch.__version__}, batch {batch}, {threads} threads, "
-          f"measured copy bandwidth {bw:.1f} GB/s", file=out)
-    hdr = f"{'case':28s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s} {'GB/s':>7s} {'%bw':>5s}"
-    print(hdr, file=out)
+    flusher = CacheFlusher() if flush else None
+    print(f"fastconv native ISA {_native.active_isa()} vs torch {torch.__version__}, batch "
+          f"{batch}, {threads} threads, caches {'flushed' if flush else 'warm'} before each "
+          f"call, measured copy bandwidth {bw:.1f} GB/s", file=out)
+    print(f"{'case':28s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s} {'GB/s':>7s} {'%bw':>5s}",
+          file=out)
     rows = []
     for c in resnet18_cases(batch):
         if names and not any(n in c.name for n in names):
             continue
         with torch.no_grad():
             c.check(c.ours(), c.theirs())  # validate before timing
-            ours = median_ms(c.ours, repeat)
-            theirs = median_ms(c.theirs, repeat)
+            ours, theirs = time_pair(c.ours, c.theirs, repeat, flusher)
         gbs = c.traffic / (ours * 1e-3) / 1e9
         row = dict(case=c.name, ours_ms=ours, torch_ms=theirs, ratio=theirs / ours, gbs=gbs,
                    pct_bw=100 * gbs / bw)
         rows.append(row)
         print(f"{c.name:28s} {ours:9.3f} {theirs:9.3f} {row['ratio']:6.2f} {gbs:7.1f} "
               f"{row['pct_bw']:5.0f}", file=out)
-    tot_o = sum(r["ours_ms"] for r in rows)
-    tot_t = sum(r["torch_ms"] for r in rows)
-    print(f"{'total':28s} {tot_o:9.3f} {tot_t:9.3f} {tot_t / tot_o:6.2f}", file=out)
+    if rows:
+        tot_o = sum(r["ours_ms"] for r in rows)
+        tot_t = sum(r["torch_ms"] for r in rows)
+        print(f"{'total':28s} {tot_o:9.3f} {tot_t:9.3f} {tot_t / tot_o:6.2f}", file=out)
+    print("ratio = torch ms / ours ms (> 1: fastconv faster); GB/s counts each case's "
+          "compulsory traffic (see resnet18_cases)", file=out)
     return rows
 
 
@@ -222,8 +247,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--only", nargs="*", help="run the cases whose name contains one of these")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="do not evict the caches before each timed call")
     a = p.parse_args(argv)
-    run(a.batch, a.threads, a.repeat, a.only)
+    run(a.batch, a.threads, a.repeat, a.only, flush=not a.warm_cache)
 
 
 if __name__ == "__main__":

@@ -305,6 +305,7 @@ void avg_pool2d_bwd(const PoolShape& s, bool cip, int64_t div_override, const T*
 // Sums accumulate in double: a window can be the whole plane (global average pooling).
 
 namespace {
+constexpr int64_t kSmallPlane = 256;
 inline int64_t ad_start(int64_t i, int64_t size, int64_t out) { return (i * size) / out; }
 inline int64_t ad_end(int64_t i, int64_t size, int64_t out) {
   return ((i + 1) * size + out - 1) / out;
@@ -320,8 +321,17 @@ void adaptive_avg_pool2d_fwd(const PoolShape& s, const T* x, T* y) {
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T* xp = x + nc * HW;
       double acc = 0;
+      if (HW <= kSmallPlane) {
+        // Small planes (7x7 in ResNets) are summed in T across the vector lanes: each
+        // lane adds few terms, and the widening conversions would cost more than the sum.
+        T a = T(0);
+#pragma omp simd reduction(+ : a)
+        for (int64_t i = 0; i < HW; ++i) a += xp[i];
+        acc = static_cast<double>(a);
+      } else {
 #pragma omp simd reduction(+ : acc)
-      for (int64_t i = 0; i < HW; ++i) acc += static_cast<double>(xp[i]);
+        for (int64_t i = 0; i < HW; ++i) acc += static_cast<double>(xp[i]);
+      }
       y[nc] = static_cast<T>(acc / static_cast<double>(HW));
     }
     return;
