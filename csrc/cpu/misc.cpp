@@ -20,7 +20,7 @@ template <class T>
 void relu_fwd(int64_t n, const T* x, T* y) {
   const int nt = elem_threads(n);
   // !(v <= 0) keeps NaN (as torch.relu and np.maximum do) without a separate test.
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (nt > 1)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
     y[i] = !(v <= T(0)) ? v : T(0);
@@ -30,7 +30,7 @@ void relu_fwd(int64_t n, const T* x, T* y) {
 template <class T>
 void relu_bwd(int64_t n, const T* gy, const T* y, T* gx) {
   const int nt = elem_threads(n);
-#pragma omp parallel for simd schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (nt > 1)
   for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > T(0) ? gy[i] : T(0);
 }
 

@@ -7,6 +7,7 @@
 // no catastrophic cancellation when |mean| >> std, as the one-pass E[x^2] - E[x]^2 has.
 #include "cpu/kernel_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -40,6 +41,13 @@ inline void affine_plane(const T* x, T* y, int64_t L, T mean, T scale, T shift) 
 
 inline int plane_threads(int64_t planes, int64_t L) { return threads_for(planes, 4 * L); }
 
+// Planes are handed out dynamically in chunks of about 1/8 of a thread's share, so a
+// thread descheduled by another process delays the rest by one chunk only. Per-plane
+// results and the per-channel merges do not depend on which thread ran a plane.
+inline int64_t dyn_chunk(int64_t items, int nt) {
+  return std::max<int64_t>(1, items / (8 * static_cast<int64_t>(nt)));
+}
+
 }  // namespace
 
 template <class T>
@@ -53,9 +61,10 @@ void batch_norm_train_fwd(int64_t N, int64_t C, int64_t L, const T* x, const T* 
   }
   std::vector<double> pm(planes), pq(planes), scale(C), cmean(C);
   const int nt = plane_threads(planes, L);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) plane_mean_m2(x + nc * L, L, pm[nc], pq[nc]);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < C; ++c) {
@@ -75,7 +84,7 @@ void batch_norm_train_fwd(int64_t N, int64_t C, int64_t L, const T* x, const T* 
       cmean[c] = mu;
       scale[c] = (w ? static_cast<double>(w[c]) : 1.0) / std::sqrt(v + eps);
     }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const int64_t c = nc % C;
       affine_plane(x + nc * L, y + nc * L, L, static_cast<T>(cmean[c]),
@@ -93,7 +102,8 @@ void batch_norm_eval_fwd(int64_t N, int64_t C, int64_t L, const T* x, const T* m
     scale[c] = static_cast<T>((w ? static_cast<double>(w[c]) : 1.0) /
                               std::sqrt(static_cast<double>(var[c]) + eps));
   const int nt = plane_threads(planes, L);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  const int64_t ch = dyn_chunk(planes, nt);
+#pragma omp parallel for schedule(dynamic, ch) num_threads(nt) if (nt > 1)
   for (int64_t nc = 0; nc < planes; ++nc) {
     const int64_t c = nc % C;
     affine_plane(x + nc * L, y + nc * L, L, mean[c], scale[c], b ? b[c] : T(0));
@@ -107,9 +117,10 @@ void batch_norm_bwd(int64_t N, int64_t C, int64_t L, const T* gy, const T* x, co
   std::vector<double> psum(planes), pdot(planes), k(C), a(C), bc(C);
   const double m = static_cast<double>(N * L);
   const int nt = plane_threads(planes, L);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T* g = gy + nc * L;
       const T* xp = x + nc * L;
@@ -139,7 +150,7 @@ void batch_norm_bwd(int64_t N, int64_t C, int64_t L, const T* gy, const T* x, co
       a[c] = training && m > 0 ? s / m : 0.0;
       bc[c] = training && m > 0 ? d * is * is / m : 0.0;
     }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const int64_t c = nc % C;
       const T* g = gy + nc * L;

@@ -16,6 +16,13 @@ namespace FC_ISA {
 
 namespace {
 
+// Planes are handed out dynamically, in chunks of about 1/8 of a thread's share: on a
+// machine shared with other processes a descheduled thread then delays the others by
+// one chunk, not by its whole share. Results do not depend on which thread runs a plane.
+inline int64_t dyn_chunk(int64_t items, int nt) {
+  return std::max<int64_t>(1, items / (8 * static_cast<int64_t>(nt)));
+}
+
 // Taps t in [t0, t1) of a window starting at `start` (stride `dil`) that land in
 // [0, size). Empty (t0 == t1) when none do.
 inline void tap_range(int64_t start, int64_t k, int64_t dil, int64_t size, int64_t& t0,
@@ -170,11 +177,12 @@ template <class T, bool IDX>
 void max_fwd_impl(const PoolShape& s, const T* x, T* y, int64_t* idx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q;
   const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<T> vmax(s.W);
     std::vector<int32_t> vrow(IDX ? s.W : 0), brow(IDX ? s.Q : 0), bcol(IDX ? s.Q : 0);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       int64_t* ip = IDX ? idx + nc * PQ : nullptr;
       const T* xp = x + nc * HW;
@@ -218,7 +226,8 @@ template <class T>
 void max_pool2d_bwd(const PoolShape& s, const T* gy, const int64_t* idx, T* gx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q;
   const int nt = threads_for(planes, PQ + HW);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  const int64_t ch = dyn_chunk(planes, nt);
+#pragma omp parallel for schedule(dynamic, ch) num_threads(nt) if (nt > 1)
   for (int64_t nc = 0; nc < planes; ++nc) {
     T* g = gx + nc * HW;
     const T* gyp = gy + nc * PQ;
@@ -235,10 +244,11 @@ template <class T>
 void avg_pool2d_fwd(const PoolShape& s, bool cip, int64_t div_override, const T* x, T* y) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
   const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<T> vs(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T* xp = x + nc * HW;
       T* yp = y + nc * PQ;
@@ -274,10 +284,11 @@ template <class T>
 void avg_pool2d_bwd(const PoolShape& s, bool cip, int64_t div_override, const T* gy, T* gx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
   const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<T> t(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       T* g = gx + nc * HW;
       const T* gyp = gy + nc * PQ;
@@ -317,7 +328,8 @@ void adaptive_avg_pool2d_fwd(const PoolShape& s, const T* x, T* y) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
   if (PQ == 1) {  // global average pooling: one contiguous reduction per plane
     const int nt = threads_for(planes, HW);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    const int64_t ch = dyn_chunk(planes, nt);
+#pragma omp parallel for schedule(dynamic, ch) num_threads(nt) if (nt > 1)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T* xp = x + nc * HW;
       double acc = 0;
@@ -337,10 +349,11 @@ void adaptive_avg_pool2d_fwd(const PoolShape& s, const T* x, T* y) {
     return;
   }
   const int nt = threads_for(planes, HW + PQ * 4);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<double> vs(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T* xp = x + nc * HW;
       T* yp = y + nc * PQ;
@@ -367,7 +380,8 @@ void adaptive_avg_pool2d_bwd(const PoolShape& s, const T* gy, T* gx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q, W = s.W;
   if (PQ == 1) {
     const int nt = threads_for(planes, HW);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    const int64_t ch = dyn_chunk(planes, nt);
+#pragma omp parallel for schedule(dynamic, ch) num_threads(nt) if (nt > 1)
     for (int64_t nc = 0; nc < planes; ++nc) {
       const T v = static_cast<T>(static_cast<double>(gy[nc]) / static_cast<double>(HW));
       T* g = gx + nc * HW;
@@ -376,10 +390,11 @@ void adaptive_avg_pool2d_bwd(const PoolShape& s, const T* gy, T* gx) {
     return;
   }
   const int nt = threads_for(planes, HW + PQ * 4);
+  const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<double> t(W);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       T* g = gx + nc * HW;
       const T* gyp = gy + nc * PQ;
