@@ -210,7 +210,11 @@ def run(batch: int = 16, threads: int = 2, repeat: int = 15, names=None, flush: 
         raise RuntimeError("bench/ops_cpu.py compares against PyTorch, which is not installed")
     from fastconv import _native
 
+    from fastconv.backends import native
+
     fc.set_num_threads(threads)
+    native.set_num_threads(threads)  # fc.set_num_threads misses a backend not yet loaded
+    assert _native.num_threads() == threads
     torch.set_num_threads(threads)
     bw = copy_bandwidth(threads)
     flusher = CacheFlusher() if flush else None

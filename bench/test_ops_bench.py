@@ -25,11 +25,15 @@ CASES = {c.name: c for c in resnet18_cases(BATCH)}
 
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
-    before_fc, before_t = fc.get_num_threads(), torch.get_num_threads()
+    from fastconv.backends import native
+
+    before_fc, before_t = native.get_num_threads(), torch.get_num_threads()
     fc.set_num_threads(THREADS)
+    native.set_num_threads(THREADS)  # fc.set_num_threads misses a backend not yet loaded
     torch.set_num_threads(THREADS)
     yield
     fc.set_num_threads(before_fc)
+    native.set_num_threads(before_fc)
     torch.set_num_threads(before_t)
 
 

@@ -14,13 +14,15 @@ namespace {
 constexpr int64_t kChunk = 1 << 15;
 
 inline int elem_threads(int64_t n) { return threads_for((n + kChunk - 1) / kChunk, kChunk); }
+// Note: on a combined "parallel for simd" a plain if() clause also switches off the simd
+// part, so the clauses below say if(parallel: ...).
 }  // namespace
 
 template <class T>
 void relu_fwd(int64_t n, const T* x, T* y) {
   const int nt = elem_threads(n);
   // !(v <= 0) keeps NaN (as torch.relu and np.maximum do) without a separate test.
-#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (nt > 1)
+#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (parallel : nt > 1)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
     y[i] = !(v <= T(0)) ? v : T(0);
@@ -30,8 +32,11 @@ void relu_fwd(int64_t n, const T* x, T* y) {
 template <class T>
 void relu_bwd(int64_t n, const T* gy, const T* y, T* gx) {
   const int nt = elem_threads(n);
-#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > T(0) ? gy[i] : T(0);
+#pragma omp parallel for simd schedule(simd : dynamic, kChunk / 4) num_threads(nt) if (parallel : nt > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = gy[i];  // loaded unconditionally: a select, not a branch, on every ISA
+    gx[i] = y[i] > T(0) ? g : T(0);
+  }
 }
 
 template <class T>
