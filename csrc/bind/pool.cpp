@@ -14,7 +14,7 @@ constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();  // rows are in
 
 template <class X, class Y>
 PoolShape pool_shape(const char* op, const X& x, const Y& y, Pair kernel, Pair stride, Pair pad,
-                     Pair dil) {
+                     Pair dil, bool windows = true) {
   PoolShape s{};
   s.N = x.shape(0); s.C = x.shape(1); s.H = x.shape(2); s.W = x.shape(3);
   s.P = y.shape(2); s.Q = y.shape(3);
@@ -36,6 +36,12 @@ PoolShape pool_shape(const char* op, const X& x, const Y& y, Pair kernel, Pair s
   mul_checked(s.kh, s.dh, op); mul_checked(s.kw, s.dw, op);
   mul_checked(mul_checked(s.N, s.C, op), mul_checked(s.H, s.W, op), op);
   mul_checked(mul_checked(s.N, s.C, op), mul_checked(s.P, s.Q, op), op);
+  // Every window starts inside the padded input (PyTorch's output sizes guarantee it);
+  // this bounds the kernels' row buffers by the input size.
+  if (windows)
+    require((s.P - 1) * s.sh <= s.H - 1 + 2 * s.ph && (s.Q - 1) * s.sw <= s.W - 1 + 2 * s.pw,
+            where + "output " + shape_str(y) + " too large for input " + shape_str(x) +
+                " with this window");
   return s;
 }
 
@@ -64,7 +70,7 @@ void def_pool(nb::module_& m) {
                     idx.shape(2) == gy.shape(2) && idx.shape(3) == gy.shape(3),
                 "max_pool2d_bwd: indices " + shape_str(idx) + " must match grad_out " +
                     shape_str(gy));
-        const PoolShape s = pool_shape("max_pool2d_bwd", gx, gy, {1, 1}, {1, 1}, {0, 0}, {1, 1});
+        const PoolShape s = pool_shape("max_pool2d_bwd", gx, gy, {1, 1}, {1, 1}, {0, 0}, {1, 1}, false);
         FC_DISPATCH(max_pool2d_bwd<T>(s, gy.data(), idx.data(), gx.data()));
       },
       nb::arg("grad_out"), nb::arg("indices"), nb::arg("grad_x"), GIL(),
@@ -92,7 +98,7 @@ void def_pool(nb::module_& m) {
       "adaptive_avg_pool2d_fwd",
       [](In<T, 4> x, Out<T, 4> y) {
         const PoolShape s =
-            pool_shape("adaptive_avg_pool2d_fwd", x, y, {1, 1}, {1, 1}, {0, 0}, {1, 1});
+            pool_shape("adaptive_avg_pool2d_fwd", x, y, {1, 1}, {1, 1}, {0, 0}, {1, 1}, false);
         require(s.H >= 1 && s.W >= 1 && s.P >= 1 && s.Q >= 1,
                 "adaptive_avg_pool2d_fwd: empty spatial size");
         FC_DISPATCH(adaptive_avg_pool2d_fwd<T>(s, x.data(), y.data()));
@@ -102,7 +108,7 @@ void def_pool(nb::module_& m) {
       "adaptive_avg_pool2d_bwd",
       [](In<T, 4> gy, Out<T, 4> gx) {
         const PoolShape s =
-            pool_shape("adaptive_avg_pool2d_bwd", gx, gy, {1, 1}, {1, 1}, {0, 0}, {1, 1});
+            pool_shape("adaptive_avg_pool2d_bwd", gx, gy, {1, 1}, {1, 1}, {0, 0}, {1, 1}, false);
         require(s.H >= 1 && s.W >= 1 && s.P >= 1 && s.Q >= 1,
                 "adaptive_avg_pool2d_bwd: empty spatial size");
         FC_DISPATCH(adaptive_avg_pool2d_bwd<T>(s, gy.data(), gx.data()));

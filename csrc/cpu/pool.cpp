@@ -32,15 +32,6 @@ inline void tap_range(int64_t start, int64_t k, int64_t dil, int64_t size, int64
   if (t0 > t1) t0 = t1;
 }
 
-// Output indices o in [lo, hi) whose whole window (k taps) lies inside [0, size).
-inline void interior_range(int64_t out, int64_t size, int64_t k, int64_t stride, int64_t pad,
-                           int64_t dil, int64_t& lo, int64_t& hi) {
-  lo = (pad + stride - 1) / stride;
-  const int64_t num = size - 1 + pad - (k - 1) * dil;
-  hi = num < 0 ? 0 : std::min(out, num / stride + 1);
-  lo = std::min(lo, hi);
-}
-
 // ------------------------------------------------------------------------ max pooling
 //
 // PyTorch's rule, which the indices must reproduce: scanning the window row-major, a
@@ -55,12 +46,92 @@ inline void interior_range(int64_t out, int64_t size, int64_t k, int64_t stride,
 template <class T>
 inline bool is_nan(T v) { return v != v; }
 
+// Outputs are merged in blocks of kBlock: a fixed trip count lets the compiler keep a
+// block in vector registers and leaves no branchy scalar remainder (a branch per
+// element on random data mispredicts half the time).
+constexpr int64_t kBlock = 16;
+constexpr int32_t kPadRow = std::numeric_limits<int32_t>::max();
+
+// Row buffers of one thread. The column buffers carry `lead` entries of padding on the
+// left and enough on the right for every tap of every window, holding -inf with row
+// kPadRow: such an entry never wins the merge against an in-bounds one (it is not
+// larger, not NaN, and loses ties because its row is larger), so the horizontal pass
+// needs no bounds tests (every window has at least one in-bounds tap).
+template <class T>
+struct MaxRows {
+  int64_t lead = 0, kwe = 0;
+  std::vector<T> vmax, best;
+  std::vector<int32_t> vrow, brow, bcol;
+
+  MaxRows(const PoolShape& s, bool idx) {
+    lead = s.pw;
+    // Taps j with -pw + j*dw > W-1 are outside the input for every output: dropping
+    // them changes nothing and bounds the buffer by the input geometry.
+    kwe = std::min(s.kw, (s.W - 1 + s.pw) / s.dw + 1);
+    const int64_t last = (s.Q - 1) * s.sw - s.pw + (kwe - 1) * s.dw;  // last column read
+    const int64_t n = lead + std::max(s.W, last + 1);
+    vmax.assign(n, -std::numeric_limits<T>::infinity());
+    vrow.assign(n, kPadRow);
+    const int64_t nb = std::max(s.Q, kBlock);
+    best.resize(nb);
+    if (idx) {
+      brow.resize(nb);
+      bcol.resize(nb);
+    }
+  }
+};
+
+// Merges the taps of outputs q0 .. q0+kBlock-1 into best/brow/bcol[q0 ..]. CLAMP (rows
+// with fewer than kBlock outputs) makes the extra lanes recompute the last output.
+template <class T, bool IDX, int SW, bool CLAMP>
+inline void max_block(const PoolShape& s, int64_t q0, int64_t sw_rt, int64_t lead, int64_t kwe,
+                      const T* vbase, const int32_t* rbase, T* best, int32_t* brow,
+                      int32_t* bcol) {
+  (void)rbase; (void)brow; (void)bcol;
+  const int64_t sw = SW ? SW : sw_rt;
+  auto pos = [&](int64_t l) { return (CLAMP ? std::min<int64_t>(q0 + l, s.Q - 1) : q0 + l) * sw; };
+  T* bb = best + q0;
+  for (int64_t l = 0; l < kBlock; ++l) bb[l] = vbase[pos(l)];
+  if (IDX)
+    for (int64_t l = 0; l < kBlock; ++l) {
+      brow[q0 + l] = rbase[pos(l)];
+      bcol[q0 + l] = static_cast<int32_t>(pos(l) - lead);
+    }
+  for (int64_t j = 1; j < kwe; ++j) {
+    const int64_t off = j * s.dw;
+    if (IDX) {
+      int32_t* br = brow + q0;
+      int32_t* bc = bcol + q0;
+      for (int64_t l = 0; l < kBlock; ++l) {
+        const int64_t i = pos(l) + off;
+        const T v = vbase[i], b = bb[l];
+        const int32_t r = rbase[i], rb = br[l];
+        const bool vn = is_nan(v);
+        const bool take = (vn & (!is_nan(b) | (r >= rb))) |
+                          (!vn & ((v > b) | ((v == b) & (r < rb))));
+        bb[l] = take ? v : b;
+        br[l] = take ? r : rb;
+        bc[l] = take ? static_cast<int32_t>(i - lead) : bc[l];
+      }
+    } else {
+      for (int64_t l = 0; l < kBlock; ++l) {
+        const T v = vbase[pos(l) + off], b = bb[l];
+        bb[l] = ((v > b) | is_nan(v)) ? v : b;
+      }
+    }
+  }
+}
+
 template <class T, bool IDX, int SW>
-void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, T* vmax, int32_t* vrow,
-               int32_t* brow, int32_t* bcol) {
-  const int64_t W = s.W, Q = s.Q, sw = SW ? SW : s.sw;
-  int64_t qa, qb;
-  interior_range(Q, W, s.kw, sw, s.pw, s.dw, qa, qb);
+void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, MaxRows<T>& rows) {
+  const int64_t W = s.W, Q = s.Q, sw = SW ? SW : s.sw, lead = rows.lead;
+  T* vm = rows.vmax.data() + lead;  // column w of the row lives at vm[w]
+  int32_t* vr = rows.vrow.data() + lead;
+  const T* vbase = rows.vmax.data();
+  const int32_t* rbase = rows.vrow.data();
+  T* best = rows.best.data();
+  int32_t* brow = IDX ? rows.brow.data() : nullptr;
+  int32_t* bcol = IDX ? rows.bcol.data() : nullptr;
   const T ninf = -std::numeric_limits<T>::infinity();
   for (int64_t p = 0; p < s.P; ++p) {
     T* yr = y + p * Q;
@@ -79,9 +150,9 @@ void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, T* vmax, int3
     {
       const int32_t h = static_cast<int32_t>(hstart + t0 * s.dh);
       const T* xr = x + h * W;
-      for (int64_t w = 0; w < W; ++w) vmax[w] = xr[w];
+      for (int64_t w = 0; w < W; ++w) vm[w] = xr[w];
       if (IDX)
-        for (int64_t w = 0; w < W; ++w) vrow[w] = h;
+        for (int64_t w = 0; w < W; ++w) vr[w] = h;
     }
     for (int64_t t = t0 + 1; t < t1; ++t) {
       const int32_t h = static_cast<int32_t>(hstart + t * s.dh);
@@ -89,87 +160,34 @@ void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, T* vmax, int3
       if (IDX) {
         for (int64_t w = 0; w < W; ++w) {
           const T v = xr[w];
-          const bool take = (v > vmax[w]) | is_nan(v);
-          vmax[w] = take ? v : vmax[w];
-          vrow[w] = take ? h : vrow[w];
+          const bool take = (v > vm[w]) | is_nan(v);
+          vm[w] = take ? v : vm[w];
+          vr[w] = take ? h : vr[w];
         }
       } else {
         for (int64_t w = 0; w < W; ++w) {
           const T v = xr[w];
-          vmax[w] = ((v > vmax[w]) | is_nan(v)) ? v : vmax[w];
+          vm[w] = ((v > vm[w]) | is_nan(v)) ? v : vm[w];
         }
       }
     }
-    // Horizontal pass over the interior outputs, one tap at a time.
-    for (int64_t j = 0; j < s.kw; ++j) {
-      const int64_t off = j * s.dw - s.pw;
-      if (j == 0) {
-        for (int64_t q = qa; q < qb; ++q) {
-          const int64_t c = q * sw + off;
-          yr[q] = vmax[c];
-          if (IDX) {
-            brow[q] = vrow[c];
-            bcol[q] = static_cast<int32_t>(c);
-          }
-        }
-        continue;
-      }
-      if (IDX) {
-        for (int64_t q = qa; q < qb; ++q) {
-          const int64_t c = q * sw + off;
-          const T v = vmax[c], b = yr[q];
-          const int32_t r = vrow[c], br = brow[q];
-          const bool vn = is_nan(v);
-          const bool take = (vn & (!is_nan(b) | (r >= br))) |
-                            (!vn & ((v > b) | ((v == b) & (r < br))));
-          yr[q] = take ? v : b;
-          brow[q] = take ? r : br;
-          bcol[q] = take ? static_cast<int32_t>(c) : bcol[q];
-        }
-      } else {
-        for (int64_t q = qa; q < qb; ++q) {
-          const T v = vmax[q * sw + off], b = yr[q];
-          yr[q] = ((v > b) | is_nan(v)) ? v : b;
-        }
+    // Horizontal pass, one block of outputs at a time; buffer index of tap j for output
+    // q is q*sw + j*dw (>= 0: the buffer starts pw columns left of the input). The last
+    // block overlaps the one before rather than running past Q; overlapping outputs are
+    // recomputed to the same values.
+    if (Q < kBlock) {
+      max_block<T, IDX, SW, true>(s, 0, sw, lead, rows.kwe, vbase, rbase, best, brow, bcol);
+    } else {
+      for (int64_t q0 = 0;; q0 += kBlock) {
+        const int64_t qs = std::min(q0, Q - kBlock);
+        max_block<T, IDX, SW, false>(s, qs, sw, lead, rows.kwe, vbase, rbase, best, brow, bcol);
+        if (qs + kBlock >= Q) break;
       }
     }
+    for (int64_t q = 0; q < Q; ++q) yr[q] = best[q];
     if (IDX)
-      for (int64_t q = qa; q < qb; ++q) ir[q] = int64_t(brow[q]) * W + bcol[q];
-    // Border outputs (window partly in the padding): the same merge, taps clipped.
-    for (int64_t q = 0; q < Q; ++q) {
-      if (q == qa) q = qb;
-      if (q >= Q) break;
-      const int64_t wstart = q * sw - s.pw;
-      int64_t j0, j1;
-      tap_range(wstart, s.kw, s.dw, W, j0, j1);
-      if (j0 == j1) {
-        yr[q] = ninf;
-        if (IDX) ir[q] = 0;
-        continue;
-      }
-      int64_t c = wstart + j0 * s.dw;
-      T b = vmax[c];
-      int32_t br = IDX ? vrow[c] : 0;
-      int64_t bc = c;
-      for (int64_t j = j0 + 1; j < j1; ++j) {
-        c = wstart + j * s.dw;
-        const T v = vmax[c];
-        bool take;
-        if (IDX) {
-          const int32_t r = vrow[c];
-          take = is_nan(v) ? (!is_nan(b) || r >= br) : (v > b || (v == b && r < br));
-          if (take) {
-            br = r;
-            bc = c;
-          }
-        } else {
-          take = v > b || is_nan(v);
-        }
-        if (take) b = v;
-      }
-      yr[q] = b;
-      if (IDX) ir[q] = int64_t(br) * W + bc;
-    }
+      for (int64_t q = 0; q < Q; ++q)
+        ir[q] = brow[q] == kPadRow ? 0 : int64_t(brow[q]) * W + bcol[q];
   }
 }
 
@@ -180,19 +198,18 @@ void max_fwd_impl(const PoolShape& s, const T* x, T* y, int64_t* idx) {
   const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    std::vector<T> vmax(s.W);
-    std::vector<int32_t> vrow(IDX ? s.W : 0), brow(IDX ? s.Q : 0), bcol(IDX ? s.Q : 0);
+    MaxRows<T> rows(s, IDX);
 #pragma omp for schedule(dynamic, ch)
     for (int64_t nc = 0; nc < planes; ++nc) {
       int64_t* ip = IDX ? idx + nc * PQ : nullptr;
       const T* xp = x + nc * HW;
       T* yp = y + nc * PQ;
       if (s.sw == 1)
-        max_plane<T, IDX, 1>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+        max_plane<T, IDX, 1>(s, xp, yp, ip, rows);
       else if (s.sw == 2)
-        max_plane<T, IDX, 2>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+        max_plane<T, IDX, 2>(s, xp, yp, ip, rows);
       else
-        max_plane<T, IDX, 0>(s, xp, yp, ip, vmax.data(), vrow.data(), brow.data(), bcol.data());
+        max_plane<T, IDX, 0>(s, xp, yp, ip, rows);
     }
   }
 }
