@@ -20,7 +20,7 @@ SKIP_REASON = ("needs the CUDA simulator: run with NUMBA_ENABLE_CUDASIM=1 set be
 
 SIM_SIZES = {
     "conv_direct": {"TX": 8, "TY": 4, "KC": 3, "RED": 8},
-    "conv_implicit_gemm": {"T": 4},
+    "conv_implicit_gemm": {"T": 8},
     "conv_winograd": {"T": 4},
     "norm": {"RED": 16},
     "_common": {"THREADS_1D": 32},
