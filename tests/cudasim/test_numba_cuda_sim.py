@@ -176,3 +176,20 @@ def test_relu():
     np.testing.assert_array_equal(y, ref.relu(x))
     gy = rnd(x.shape, 2)
     np.testing.assert_array_equal(fc.relu_backward(gy, y, backend=B), ref.relu_backward(gy, y))
+
+
+def test_direct_shared_memory_limit(monkeypatch):
+    """A window too large for shared memory: forward falls back to the implicit GEMM,
+    backward-data stages fewer filters per chunk. Same results either way."""
+    from fastconv.backends.numba_cuda import conv_direct
+
+    monkeypatch.setattr(conv_direct, "SHMEM_LIMIT", 80)
+    x, w, b = rnd((1, 2, 4, 5), 1), rnd((5, 2, 3, 3), 2), rnd((5,), 3)
+    spec = conv_spec(x.shape, w.shape, padding=1)
+    assert conv_direct.forward_tile_bytes(spec) > 80
+    close(fc.conv2d(x, w, b, padding=1, algo="direct", backend=B),
+          ref.conv2d_forward(x, w, b, spec), 18, "forward")
+    gy = rnd(spec.y_shape, 4)
+    gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algo="direct", backend=B,
+                                  need_weight_grad=False)
+    close(gx, ref.conv2d_backward_data(gy, w, spec), 45, "grad_x")

@@ -101,6 +101,16 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
+def _apply_configured_threads():
+    """fastconv.set_num_threads may have run before this backend was loaded."""
+    from ..._dispatch import configured_threads
+
+    if configured_threads():
+        set_num_threads(configured_threads())
+
+
+_apply_configured_threads()
+
 _compile_times: dict[str, float] = {}
 
 

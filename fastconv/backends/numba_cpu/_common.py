@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import numba
 
+# The kernels keep the GIL: numba's parallel runtime is only thread-safe for concurrent
+# launches with some threading layers (tbb, omp), so calls from several Python threads
+# are serialised rather than risked; each call already uses every configured core.
+
 # Convolution arithmetic: fastmath lets LLVM reassociate the accumulation loops into
 # SIMD reductions; the result is tested against the float64 reference.
-kernel = numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+kernel = numba.njit(parallel=True, fastmath=True, cache=True)
 # Serial drivers that call parallel kernels and BLAS (np.dot) in sequence.
-driver = numba.njit(cache=True, nogil=True)
+driver = numba.njit(cache=True)
 # Pooling / ReLU keep IEEE semantics: max pooling must propagate NaN as PyTorch does,
 # which fastmath's no-NaN assumption would silently break.
-strict_kernel = numba.njit(parallel=True, fastmath=False, cache=True, nogil=True)
+strict_kernel = numba.njit(parallel=True, fastmath=False, cache=True)
 
 
 @numba.njit(inline="always", cache=True)

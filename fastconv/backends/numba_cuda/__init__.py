@@ -68,6 +68,10 @@ def conv2d_forward(x, w, b, spec, algo):
         b = zeros((spec.K,), x)
     if algo == "winograd_f23":
         return conv_winograd.forward(x, w, b, spec)
+    if algo == "direct" and conv_direct.forward_tile_bytes(spec) > conv_direct.SHMEM_LIMIT:
+        # A huge dilated/strided window does not fit one block's shared memory; the
+        # implicit GEMM streams the same sum through fixed-size tiles instead.
+        return conv_implicit_gemm.forward(x, w, b, spec)
     if algo in _KERNELS:
         return _KERNELS[algo].forward(x, w, b, spec)
     raise ValueError(f"numba_cuda backend: unknown conv2d_forward algo {algo!r}")

@@ -19,6 +19,14 @@ from ._common import empty, jit
 TX, TY = 16, 8
 KC = 32  # output channels of filters staged per shared-memory chunk (backward-data)
 RED = 128  # threads per block of the weight-gradient reduction (a power of two)
+SHMEM_LIMIT = 48 * 1024  # bytes of shared memory a block may use without opting in
+
+
+def forward_tile_bytes(spec) -> int:
+    """Shared memory the forward kernel needs for this convolution's input patch."""
+    IH = (TY - 1) * spec.stride[0] + (spec.R - 1) * spec.dilation[0] + 1
+    IW = (TX - 1) * spec.stride[1] + (spec.S - 1) * spec.dilation[1] + 1
+    return (IH * IW + spec.R * spec.S) * 4
 
 
 @jit
@@ -60,7 +68,7 @@ def _fwd(x, w, b, y, sh, sw, pt, pl, dh, dw, groups, IH, IW):
 
 
 @jit
-def _bwd_data(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
+def _bwd_data(gy, w, gx, sh, sw, pt, pl, dh, dw, groups, KCH):
     N, K, P, Q = gy.shape
     C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
@@ -75,8 +83,8 @@ def _bwd_data(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
     g = c // Cg
     cl = c % Cg
     acc = float32(0.0)
-    for k0 in range(0, Kg, KC):
-        kc = min(KC, Kg - k0)
+    for k0 in range(0, Kg, KCH):
+        kc = min(KCH, Kg - k0)
         for e in range(tid, kc * R * S, TX * TY):
             kk = e // (R * S)
             rs = e % (R * S)
@@ -152,7 +160,7 @@ def forward(x, w, b, spec):
     IH = (TY - 1) * sh + (spec.R - 1) * dh + 1
     IW = (TX - 1) * sw + (spec.S - 1) * dw + 1
     grid = (-(-spec.Q // TX), -(-spec.P // TY), spec.N * spec.K)
-    shmem = (IH * IW + spec.R * spec.S) * 4
+    shmem = forward_tile_bytes(spec)
     _fwd[grid, (TX, TY), 0, shmem](x, w, b, y, *_geom(spec), IH, IW)
     return y
 
@@ -162,8 +170,11 @@ def backward_data(gy, w, spec):
     if spec.N == 0:
         return gx
     grid = (-(-spec.W // TX), -(-spec.H // TY), spec.N * spec.C)
-    shmem = KC * spec.R * spec.S * 4
-    _bwd_data[grid, (TX, TY), 0, shmem](gy, w, gx, *_geom(spec))
+    kc = KC
+    while kc > 1 and kc * spec.R * spec.S * 4 > SHMEM_LIMIT:
+        kc //= 2  # huge kernels: stage fewer filters per chunk
+    shmem = kc * spec.R * spec.S * 4
+    _bwd_data[grid, (TX, TY), 0, shmem](gy, w, gx, *_geom(spec), kc)
     return gx
 
 
