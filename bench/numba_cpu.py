@@ -1,0 +1,191 @@
+"""Numba CPU convolution vs the native C++ kernels vs PyTorch on ResNet-18's 3x3 layers.
+
+Usage::
+
+    PYTHONPATH=. python bench/numba_cpu.py [--batch 16] [--threads 2] [--repeat 3]
+                                           [--op forward|backward_data] [--layers a,b]
+
+Every algorithm of the ``numba`` and ``native`` backends runs side by side with
+``torch.nn.functional.conv2d`` in one process, on the same inputs. Each result is
+validated against PyTorch before it is timed; timings are the median of ``--repeat``
+runs after one warm-up. Reported: ms, GFLOP/s, % of the measured machine peak (a large
+float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
+"Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fastconv  # noqa: E402
+from fastconv._args import conv_spec  # noqa: E402
+
+# ResNet-18 (ImageNet stem) 3x3 convolutions: (name, C, K, H=W of the input, stride)
+RESNET18_3X3 = [
+    ("layer1", 64, 64, 56, 1),
+    ("layer2.0.conv1", 64, 128, 56, 2),
+    ("layer2", 128, 128, 28, 1),
+    ("layer3.0.conv1", 128, 256, 28, 2),
+    ("layer3", 256, 256, 14, 1),
+    ("layer4.0.conv1", 256, 512, 14, 2),
+    ("layer4", 512, 512, 7, 1),
+]
+
+
+def _time(fn, repeat):
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _gemm_peak(repeat=3, n=1536):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    t = _time(lambda: a @ a, repeat)
+    return 2 * n ** 3 / t / 1e9
+
+
+def _check(out, expected, algo, what):
+    scale = max(1.0, float(np.abs(expected).max()))
+    err = float(np.abs(out.astype(np.float64) - expected).max()) / scale
+    limit = 5e-3 if algo == "winograd_f43" else 1e-3
+    if not err <= limit:
+        raise SystemExit(f"VALIDATION FAILED: {what} {algo}: relative error {err:.3g}")
+    return err
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--op", choices=("forward", "backward_data"), default="forward")
+    ap.add_argument("--layers", default="", help="comma-separated layer names (default all)")
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    fastconv.set_num_threads(args.threads)
+    from fastconv.backends import native, numba_cpu
+
+    numba_cpu.set_num_threads(args.threads)
+    layers = [L for L in RESNET18_3X3 if not args.layers or L[0] in args.layers.split(",")]
+    op = "conv2d_forward" if args.op == "forward" else "conv2d_backward_data"
+    numba_algos = numba_cpu.ALGOS[op]
+    native_algos = native.ALGOS[op]
+
+    peak = _gemm_peak()
+    print(f"# {args.op}, batch {args.batch}, {args.threads} threads, float32; torch "
+          f"{torch.__version__}; native ISA {native.isa()}; measured GEMM peak "
+          f"{peak:.1f} GFLOP/s (numpy BLAS, n=1536)\n")
+
+    # First calls: JIT compilation, or loading numba's disk cache if it is warm.
+    first = {}
+    x0 = np.ones((1, 8, 6, 6), np.float32)
+    w0 = np.ones((8, 8, 3, 3), np.float32)
+    s0 = conv_spec(x0.shape, w0.shape, 1, 1)
+    g0 = np.ones(s0.y_shape, np.float32)
+    for algo in numba_algos:
+        t0 = time.perf_counter()
+        if op == "conv2d_forward":
+            numba_cpu.conv2d_forward(x0, w0, None, s0, algo)
+        else:
+            numba_cpu.conv2d_backward_data(g0, w0, s0, algo)
+        first[algo] = time.perf_counter() - t0
+
+    rows = []  # (layer, backend, algo, ms, gflops, ratio)
+    for name, C, K, HW, stride in layers:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((args.batch, C, HW, HW)).astype(np.float32)
+        w = (rng.standard_normal((K, C, 3, 3)) / np.sqrt(C * 9)).astype(np.float32)
+        spec = conv_spec(x.shape, w.shape, stride=stride, padding=1)
+        gy = rng.standard_normal(spec.y_shape).astype(np.float32)
+        xt, wt, gyt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(gy)
+        if op == "conv2d_forward":
+            def torch_fn():
+                return F.conv2d(xt, wt, None, stride=stride, padding=1)
+        else:
+            def torch_fn():
+                return torch.nn.grad.conv2d_input(x.shape, wt, gyt, stride=stride, padding=1)
+        expected = torch_fn().numpy().astype(np.float64)
+        t_torch = _time(torch_fn, args.repeat)
+        rows.append((name, "torch", "-", t_torch))
+        for backend, mod, algos in (("numba", numba_cpu, numba_algos),
+                                    ("native", native, native_algos)):
+            for algo in algos:
+                if algo.startswith("winograd") and spec.winograd_obstacle():
+                    continue
+                if op == "conv2d_forward":
+                    def fn(mod=mod, algo=algo):
+                        return mod.conv2d_forward(x, w, None, spec, algo)
+                else:
+                    def fn(mod=mod, algo=algo):
+                        return mod.conv2d_backward_data(gy, w, spec, algo)
+                _check(fn(), expected, algo, f"{name} {backend}")
+                rows.append((name, backend, algo, _time(fn, args.repeat)))
+        flops = spec.flops
+        print(f"## {name}: N={args.batch} C={C} K={K} {HW}x{HW} stride {stride} "
+              f"({flops / 1e9:.2f} GFLOP)")
+        print(f"{'backend':8} {'algo':14} {'ms':>9} {'GFLOP/s':>8} {'% peak':>7} {'x torch':>8}")
+        for r in rows:
+            if r[0] != name:
+                continue
+            gf = flops / r[3] / 1e9
+            print(f"{r[1]:8} {r[2]:14} {r[3] * 1e3:9.2f} {gf:8.1f} {100 * gf / peak:6.1f}% "
+                  f"{t_torch / r[3]:8.2f}")
+        print()
+
+    # Summary over all layers: total time per (backend, algo) on the layers it serves.
+    def total(backend, algo, names):
+        return sum(r[3] for r in rows if r[1] == backend and r[2] == algo and r[0] in names)
+
+    print("## Numba vs C++ per algorithm (total over the layers both serve)")
+    print(f"{'algo':14} {'numba ms':>10} {'native ms':>10} {'numba/C++ speed':>16} "
+          f"{'numba x torch':>14}")
+    for algo in numba_algos:
+        names = {r[0] for r in rows if r[1] == "numba" and r[2] == algo}
+        names_n = {r[0] for r in rows if r[1] == "native" and r[2] == algo}
+        t_nb = total("numba", algo, names)
+        t_to = total("torch", "-", names)
+        both = names & names_n
+        if both:
+            speed = total("native", algo, both) / total("numba", algo, both)
+            nat = f"{total('native', algo, both) * 1e3:10.1f}"
+            spd = f"{speed:16.2f}"
+        else:
+            nat, spd = f"{'n/a':>10}", f"{'n/a':>16}"
+        print(f"{algo:14} {t_nb * 1e3:10.1f} {nat} {spd} {t_to / t_nb:14.2f}")
+    print()
+
+    # Best numba algorithm per layer vs torch (the target: >= 0.3x torch throughput).
+    print("## Best numba algorithm per layer")
+    worst = None
+    for name, *_ in layers:
+        nb = [r for r in rows if r[0] == name and r[1] == "numba"]
+        best = min(nb, key=lambda r: r[3])
+        t_torch = next(r[3] for r in rows if r[0] == name and r[1] == "torch")
+        ratio = t_torch / best[3]
+        worst = ratio if worst is None else min(worst, ratio)
+        print(f"{name:16} {best[2]:14} {ratio:6.2f}x torch")
+    print(f"lowest best-numba/torch ratio: {worst:.2f} (target >= 0.30)\n")
+
+    print("## First call per numba algorithm (JIT compile, or numba disk-cache load), s")
+    for algo, t in first.items():
+        print(f"{algo:14} {t:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The ``numba`` backend: Numba-compiled CPU kernels (float32 and float64).
+
+Convolution algorithms, one module each: ``conv_direct`` (direct summation),
+``conv_im2col`` (Numba packing + BLAS GEMM through ``np.dot``), ``conv_winograd``
+(F(2x2,3x3) and F(4x4,3x3); forward and backward-data). Pooling, batch norm and ReLU
+are Numba kernels too. ``linear`` and ``cross_entropy`` are delegated explicitly to
+the native C++ backend (see :mod:`.misc`).
+
+Kernels compile on first use with ``cache=True``, so a machine pays the compile cost
+once; :func:`compile_times` reports it. The dispatcher imports this package lazily,
+so ``import fastconv`` does not import numba.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import conv_direct, conv_im2col, conv_winograd
+from .misc import (  # noqa: F401
+    cross_entropy,
+    cross_entropy_backward,
+    linear,
+    linear_backward,
+    relu,
+    relu_backward,
+)
+from .norm import batch_norm_backward, batch_norm_eval, batch_norm_train  # noqa: F401
+from .pool import (  # noqa: F401
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+
+ALGOS = {
+    "conv2d_forward": ("direct", "im2col", "winograd_f23", "winograd_f43"),
+    "conv2d_backward_data": ("direct", "im2col", "winograd_f23", "winograd_f43"),
+    "conv2d_backward_weight": ("direct", "im2col"),
+}
+DTYPES = ("float32", "float64")
+ARRAY_LIBS = ("numpy",)
+
+_WINOGRAD_M = {"winograd_f23": 2, "winograd_f43": 4}
+
+
+def availability():
+    """Always (True, ""): this package imports numba, so a missing numba fails the import
+    and the dispatcher reports that error as the reason."""
+    return True, ""
+
+
+def conv2d_forward(x, w, b, spec, algo):
+    """Convolution forward with the named algorithm (validated arguments)."""
+    if algo == "direct":
+        return conv_direct.forward(x, w, b, spec)
+    if algo == "im2col":
+        return conv_im2col.forward(x, w, b, spec)
+    if algo in _WINOGRAD_M:
+        return conv_winograd.forward(x, w, b, spec, _WINOGRAD_M[algo])
+    raise ValueError(f"numba backend: unknown conv2d_forward algo {algo!r}")
+
+
+def conv2d_backward_data(gy, w, spec, algo):
+    """grad_x of the convolution with the named algorithm."""
+    if algo == "direct":
+        return conv_direct.backward_data(gy, w, spec)
+    if algo == "im2col":
+        return conv_im2col.backward_data(gy, w, spec)
+    if algo in _WINOGRAD_M:
+        return conv_winograd.backward_data(gy, w, spec, _WINOGRAD_M[algo])
+    raise ValueError(f"numba backend: unknown conv2d_backward_data algo {algo!r}")
+
+
+def conv2d_backward_weight(gy, x, spec, algo):
+    """grad_w of the convolution with the named algorithm (direct or im2col)."""
+    if algo == "direct":
+        return conv_direct.backward_weight(gy, x, spec)
+    if algo == "im2col":
+        return conv_im2col.backward_weight(gy, x, spec)
+    raise ValueError(f"numba backend: unknown conv2d_backward_weight algo {algo!r}")
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the prange kernels (0: every thread numba was started with).
+
+    The GEMM step of im2col/Winograd runs in the BLAS library NumPy/SciPy link, which
+    keeps its own thread setting (OPENBLAS_NUM_THREADS etc.).
+    """
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(limit if n <= 0 else min(int(n), limit))
+
+
+def get_num_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _apply_configured_threads():
+    """fastconv.set_num_threads may have run before this backend was loaded."""
+    from ..._dispatch import configured_threads
+
+    if configured_threads():
+        set_num_threads(configured_threads())
+
+
+_apply_configured_threads()
+
+_compile_times: dict[str, float] = {}
+
+
+def compile_times() -> dict[str, float]:
+    """Seconds to compile (or load from numba's disk cache) each kernel family, per dtype.
+
+    Each entry times the first call of one op/algorithm on a tiny input, which is
+    where JIT compilation happens; measured once per process (later calls return the
+    recorded figures, as the kernels are compiled by then).
+    """
+    if _compile_times:
+        return dict(_compile_times)
+    from ..._args import conv_spec, pool_spec
+
+    for dt in (np.float32, np.float64):
+        name = np.dtype(dt).name
+        x = np.ones((1, 2, 6, 6), dt)
+        w = np.ones((3, 2, 3, 3), dt)
+        b = np.zeros(3, dt)
+        spec = conv_spec(x.shape, w.shape, 1, 1)
+        gy = np.ones(spec.y_shape, dt)
+        pspec = pool_spec("max_pool2d", x.shape, 2)
+        c = np.ones(2, dt)
+        xb = x.reshape(1, 2, -1, 1)
+        jobs = {}
+        for algo in ALGOS["conv2d_forward"]:
+            jobs[f"conv2d_forward[{algo}]"] = (conv2d_forward, (x, w, b, spec, algo))
+        for algo in ALGOS["conv2d_backward_data"]:
+            jobs[f"conv2d_backward_data[{algo}]"] = (conv2d_backward_data, (gy, w, spec, algo))
+        for algo in ALGOS["conv2d_backward_weight"]:
+            jobs[f"conv2d_backward_weight[{algo}]"] = (conv2d_backward_weight,
+                                                       (gy, x, spec, algo))
+        t0 = time.perf_counter()
+        y, idx = max_pool2d(x, pspec, True)
+        _compile_times[f"max_pool2d:{name}"] = time.perf_counter() - t0
+        jobs.update({
+            "max_pool2d_backward": (max_pool2d_backward, (y, idx, x.shape)),
+            "avg_pool2d": (avg_pool2d, (x, pspec)),
+            "avg_pool2d_backward": (avg_pool2d_backward, (y, pspec)),
+            "batch_norm_train": (batch_norm_train, (xb, c, c, 1e-5)),
+            "batch_norm_eval": (batch_norm_eval, (xb, c, c, c, c, 1e-5)),
+            "batch_norm_backward": (batch_norm_backward, (xb, xb, c, c, c, True)),
+            "relu": (relu, (x,)),
+            "relu_backward": (relu_backward, (x, x)),
+        })
+        for key, (fn, args) in jobs.items():
+            t0 = time.perf_counter()
+            fn(*args)
+            _compile_times[f"{key}:{name}"] = time.perf_counter() - t0
+    return dict(_compile_times)

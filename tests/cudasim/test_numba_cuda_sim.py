@@ -1,0 +1,195 @@
+"""The numba_cuda kernels under the CUDA simulator, against the NumPy reference.
+
+A logic check (indexing, tiling, edge handling, synchronisation structure), not proof
+that the kernels run correctly or fast on a GPU. Shapes are small but not multiples of
+the (shrunk, see conftest.py) tiles, so every kernel handles ragged tile edges.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv.backends import reference as ref
+from fastconv._args import conv_spec, pool_spec
+
+
+B = "numba_cuda"
+F32 = np.float32
+
+
+def rnd(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(F32)
+
+
+def close(actual, expected, terms=1, what=""):
+    assert isinstance(actual, np.ndarray), f"{what}: NumPy in must give NumPy out"
+    assert actual.shape == expected.shape and actual.dtype == F32, what
+    scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
+    err = float(np.abs(actual.astype(np.float64) - expected).max()) if expected.size else 0.0
+    assert err <= 3e-6 * np.sqrt(terms) * scale, f"{what}: error {err:.3g}"
+
+
+CONV = [
+    ("basic", (1, 3, 9, 7), (5, 3, 3, 3), dict(padding=1)),
+    ("stride_dil_groups", (2, 4, 7, 8), (4, 2, 3, 3),
+     dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)),
+    ("1x1_stride2", (1, 4, 5, 5), (3, 4, 1, 1), dict(stride=2)),
+    ("same_even", (1, 2, 6, 5), (3, 2, 4, 2), dict(padding="same")),
+    ("depthwise", (1, 3, 6, 6), (3, 1, 3, 3), dict(padding=1, groups=3)),
+    ("n0", (0, 2, 5, 5), (3, 2, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("algo", ["direct", "implicit_gemm"])
+@pytest.mark.parametrize("name,xs,ws,kw", CONV, ids=[c[0] for c in CONV])
+def test_conv(name, xs, ws, kw, algo):
+    x, w, b = rnd(xs, 1), rnd(ws, 2), rnd(ws[:1], 3)
+    spec = conv_spec(xs, ws, **kw)
+    gy = rnd(spec.y_shape, 4)
+    y = fc.conv2d(x, w, b, **kw, algo=algo, backend=B)
+    close(y, ref.conv2d_forward(x, w, b, spec), spec.C * spec.R * spec.S, "forward")
+    gx, gw, gb = fc.conv2d_backward(gy, x, w, **kw, algo=algo, backend=B)
+    close(gx, ref.conv2d_backward_data(gy, w, spec), spec.K * spec.R * spec.S, "grad_x")
+    close(gw, ref.conv2d_backward_weight(gy, x, spec), spec.N * spec.P * spec.Q, "grad_w")
+
+
+WINO = [
+    ("pad1_odd", (1, 3, 7, 9), (4, 3, 3, 3), dict(padding=1)),
+    ("nopad", (2, 2, 6, 5), (3, 2, 3, 3), dict()),
+    ("pad3_crop", (1, 2, 4, 5), (2, 2, 3, 3), dict(padding=3)),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", WINO, ids=[c[0] for c in WINO])
+def test_winograd_f23(name, xs, ws, kw):
+    x, w, b = rnd(xs, 1), rnd(ws, 2), rnd(ws[:1], 3)
+    spec = conv_spec(xs, ws, **kw)
+    gy = rnd(spec.y_shape, 4)
+    y = fc.conv2d(x, w, b, **kw, algo="winograd_f23", backend=B)
+    close(y, ref.conv2d_forward(x, w, b, spec), 4 * spec.C * 9, "forward")
+    gx, _, _ = fc.conv2d_backward(gy, x, w, **kw, algo="winograd_f23", backend=B,
+                                  need_weight_grad=False)
+    close(gx, ref.conv2d_backward_data(gy, w, spec), 4 * spec.K * 9, "grad_x")
+
+
+def test_production_tile_sizes(monkeypatch):
+    """The deployed tile/block sizes (not the shrunk ones) on one tiny shape."""
+    from fastconv.backends import numba_cuda
+    from fastconv.backends.numba_cuda import conv_direct, conv_implicit_gemm
+
+    monkeypatch.setattr(conv_direct, "TX", 16)
+    monkeypatch.setattr(conv_direct, "TY", 8)
+    monkeypatch.setattr(conv_direct, "KC", 32)
+    monkeypatch.setattr(conv_implicit_gemm, "T", 16)
+    x, w, b = rnd((1, 2, 5, 6), 1), rnd((3, 2, 3, 3), 2), rnd((3,), 3)
+    spec = conv_spec(x.shape, w.shape, padding=1)
+    expected = ref.conv2d_forward(x, w, b, spec)
+    for algo in ("direct", "implicit_gemm"):
+        close(numba_cuda.conv2d_forward(x, w, b, spec, algo), expected, 18, algo)
+    gy = rnd(spec.y_shape, 4)
+    close(numba_cuda.conv2d_backward_data(gy, w, spec, "direct"),
+          ref.conv2d_backward_data(gy, w, spec), 27, "direct grad_x")
+
+
+def test_winograd_refuses_stride2_and_float64_is_refused():
+    x, w = rnd((1, 2, 6, 6), 1), rnd((3, 2, 3, 3), 2)
+    with pytest.raises(ValueError, match="stride"):
+        fc.conv2d(x, w, stride=2, algo="winograd_f23", backend=B)
+    with pytest.raises(TypeError, match="float32"):
+        fc.conv2d(x.astype(np.float64), w.astype(np.float64), backend=B)
+    with pytest.raises(ValueError, match="not implemented"):
+        fc.conv2d(x, w, algo="winograd_f43", backend=B)
+    assert fc.backends()[B]["available"]
+
+
+POOL = [
+    ("k3s2p1_ceil", (1, 2, 7, 6), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("k2_dil2", (2, 1, 6, 7), dict(kernel_size=2, stride=1, dilation=2)),
+]
+
+
+@pytest.mark.parametrize("name,shape,kw", POOL, ids=[c[0] for c in POOL])
+def test_max_pool(name, shape, kw):
+    x = rnd(shape, 1)
+    x[0, 0, 1, 1] = np.nan
+    spec = pool_spec("max_pool2d", shape, **kw)
+    y, idx = fc.max_pool2d(x, **kw, return_indices=True, backend=B)
+    ry, ridx = ref.max_pool2d(x, spec)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(y, ry)
+    gy = rnd(y.shape, 2)
+    close(fc.max_pool2d_backward(gy, idx, shape, backend=B),
+          ref.max_pool2d_backward(gy, ridx, shape), 9, "backward")
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(count_include_pad=False),
+                                   dict(divisor_override=2)], ids=["incl", "excl", "div2"])
+def test_avg_pool(extra):
+    shape, kw = (1, 2, 7, 6), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, **extra)
+    x = rnd(shape, 1)
+    spec = pool_spec("avg_pool2d", shape, **kw)
+    close(fc.avg_pool2d(x, **kw, backend=B), ref.avg_pool2d(x, spec), 9, "forward")
+    gy = rnd(spec.y_shape, 2)
+    close(fc.avg_pool2d_backward(gy, shape, **kw, backend=B),
+          ref.avg_pool2d_backward(gy, spec), 9, "backward")
+
+
+def test_adaptive_avg_pool():
+    x = rnd((1, 2, 7, 5), 1)
+    close(fc.adaptive_avg_pool2d(x, (3, 2), backend=B), ref.adaptive_avg_pool2d(x, (3, 2)), 9)
+    gy = rnd((1, 2, 3, 2), 2)
+    close(fc.adaptive_avg_pool2d_backward(gy, x.shape, backend=B),
+          ref.adaptive_avg_pool2d_backward(gy, x.shape), 9)
+
+
+def test_batch_norm():
+    shape, C = (3, 2, 5, 7), 2  # 105 values per channel: several reduction strides
+    x = rnd(shape, 1) * 2 + 1
+    w, b = rnd((C,), 2), rnd((C,), 3)
+    rx = x.reshape(3, C, -1, 1)
+    ry, rmean, rvar = ref.batch_norm_train(rx, w, b, 1e-5)
+    y, mean, invstd = fc.batch_norm(x, None, None, w, b, training=True, return_stats=True,
+                                    backend=B)
+    close(y.reshape(rx.shape), ry, 105, "train y")
+    close(mean, rmean, 105, "mean")
+    close(invstd, (1 / np.sqrt(rvar.astype(np.float64) + 1e-5)).astype(F32), 105, "invstd")
+    gy = rnd(shape, 4)
+    for training in (True, False):
+        gx, gw, gb = fc.batch_norm_backward(gy, x, w, mean, invstd, training=training,
+                                            backend=B)
+        rgx, rgw, rgb = ref.batch_norm_backward(gy.reshape(rx.shape), rx, w, mean, invstd,
+                                                training)
+        close(gx.reshape(rx.shape), rgx, 105, f"grad_x training={training}")
+        close(gw, rgw, 105, "grad_w")
+        close(gb, rgb, 105, "grad_b")
+    rm, rv = rnd((C,), 5), np.abs(rnd((C,), 6)) + 0.5
+    close(fc.batch_norm(x, rm, rv, w, b, training=False, backend=B).reshape(rx.shape),
+          ref.batch_norm_eval(rx, rm, rv, w, b, 1e-5), 4, "eval y")
+
+
+def test_relu():
+    x = rnd((2, 3, 5, 3), 1)
+    x[0, 0, 0, 0] = np.nan
+    y = fc.relu(x, backend=B)
+    np.testing.assert_array_equal(y, ref.relu(x))
+    gy = rnd(x.shape, 2)
+    np.testing.assert_array_equal(fc.relu_backward(gy, y, backend=B), ref.relu_backward(gy, y))
+
+
+def test_direct_shared_memory_limit(monkeypatch):
+    """A window too large for shared memory: forward falls back to the implicit GEMM,
+    backward-data stages fewer filters per chunk. Same results either way."""
+    from fastconv.backends.numba_cuda import conv_direct
+
+    monkeypatch.setattr(conv_direct, "SHMEM_LIMIT", 80)
+    x, w, b = rnd((1, 2, 4, 5), 1), rnd((5, 2, 3, 3), 2), rnd((5,), 3)
+    spec = conv_spec(x.shape, w.shape, padding=1)
+    assert conv_direct.forward_tile_bytes(spec) > 80
+    close(fc.conv2d(x, w, b, padding=1, algo="direct", backend=B),
+          ref.conv2d_forward(x, w, b, spec), 18, "forward")
+    gy = rnd(spec.y_shape, 4)
+    gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algo="direct", backend=B,
+                                  need_weight_grad=False)
+    close(gx, ref.conv2d_backward_data(gy, w, spec), 45, "grad_x")
