@@ -87,7 +87,8 @@ def read_arrays(path) -> tuple[dict, dict]:
                 meta_text = (f.metadata() or {}).get("fastconv")
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
         else:
-            with np.load(path, allow_pickle=False) as z:
+            # Our own handle: np.load(path) leaks its file when the zip is unreadable.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             raw = arrays.pop(_META_KEY, None)
             meta_text = None if raw is None else raw.tobytes().decode()
