@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Dataset", "load_digits", "load_cifar10", "read_cifar10_batch", "synthetic",
-           "load_dataset", "batches", "CIFAR10_MEAN", "CIFAR10_STD"]
+           "load_dataset", "batches", "random_shift", "CIFAR10_MEAN", "CIFAR10_STD"]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -183,6 +183,18 @@ def load_dataset(name: str, data_dir=None, *, input_shape=None, seed: int = 0,
     if limit is not None:
         ds.x_train, ds.y_train = ds.x_train[:limit], ds.y_train[:limit]
     return ds
+
+
+def random_shift(x, max_shift: int, rng) -> np.ndarray:
+    """Each image shifted by up to ``max_shift`` pixels in both directions (a copy).
+
+    Pixels rolled across the border wrap around, which is only right where the border is
+    uniform background: the digits' 4-pixel zero frame makes shifts up to 4 exact."""
+    out = np.empty_like(x)
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(len(x), 2))
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = np.roll(x[i], (int(dy), int(dx)), axis=(-2, -1))
+    return out
 
 
 def batches(x, y, batch_size: int, shuffle: bool = False, rng=None):
