@@ -1,0 +1,35 @@
+"""Layers, losses and initialisers with explicit forward and backward passes, on top of
+:mod:`fastconv.functional` (NumPy arrays on the CPU, CuPy arrays on the GPU)."""
+from __future__ import annotations
+
+from . import init
+from .blocks import BasicBlock, Bottleneck
+from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Chain,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
+from .losses import CrossEntropyLoss
+from .module import Module, Parameter, is_grad_enabled, no_grad
+
+__all__ = ["Module", "Parameter", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "Linear", "Flatten", "Dropout", "Identity", "Sequential",
+           "Chain", "CrossEntropyLoss", "BasicBlock", "Bottleneck", "init", "no_grad",
+           "is_grad_enabled", "summary"]
+
+
+def __getattr__(name):
+    if name == "summary":
+        from .summary import summary
+
+        return summary
+    raise AttributeError(f"module 'fastconv.nn' has no attribute {name!r}")
