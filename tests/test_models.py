@@ -145,9 +145,9 @@ def test_whole_model_gradients_fd(name, mode):
         directional_fd_check(_Loss(model, target), x, n_dirs=2)
     elif mode == "train":
         # ResNet-18's last stage runs at 1x1 here: its batch norms see 2 values per
-        # channel, which makes the loss strongly curved; hence the looser tolerance.
-        directional_fd_check(_Loss(model, target), x, n_dirs=2, only=[],
-                             rtol=1e-4 if name == "resnet18_cifar" else 1e-6)
+        # channel, which makes the loss strongly curved: at eps=1e-6 the central difference
+        # is still off by ~1e-4 relative, converging to the analytic value as eps shrinks.
+        directional_fd_check(_Loss(model, target), x, n_dirs=2, only=[], eps=1e-7, rtol=1e-5)
     else:
         entrywise_fd_check(_Loss(model, target), x, k=3, only=_FD_PARAMS[name])
 
@@ -286,7 +286,11 @@ def _compare_with_torch(ours, theirs, x, target, mode, loss=True):
                                    err_msg=n)
     ts = theirs.state_dict()
     for k, v in ours.state_dict().items():
-        np.testing.assert_allclose(v, ts[k].numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+        # Scale-relative: a running mean of nearly-cancelling batch means keeps only the
+        # absolute accuracy of the activations it averages.
+        ref = ts[k].numpy()
+        np.testing.assert_allclose(v, ref, rtol=1e-10,
+                                   atol=1e-10 * max(np.abs(ref).max(initial=0), 1e-3), err_msg=k)
 
 
 @requires_torch
