@@ -30,7 +30,7 @@ Speed
     than ~8M multiply-adds (below that one thread is faster than waking the others).
     ``method="auto"`` switches to an FFT (scipy.fft with the same thread count, or
     numpy.fft) when a cost model says it is cheaper: from about 21x21 kernels on a
-    512x512 float32 image. bench/signal.py compares with scipy.signal and scipy.ndimage.
+    512x512 float32 image. bench/correlate2d.py compares with scipy.signal and scipy.ndimage.
 
 Extensions (not in SciPy)
     * ``in1`` may be a batch of images, shape ``(..., H, W)``, correlated with one 2-D

@@ -4,7 +4,7 @@ All three run side by side in one process on the same data, so the ratios are
 meaningful even on a noisy machine (absolute times are not). Every case is validated
 against SciPy before it is timed.
 
-    PYTHONPATH=. python3 bench/signal.py [--size 512] [--kernels 3,5,11,31] [--reps 5]
+    PYTHONPATH=. python3 bench/correlate2d.py [--size 512] [--kernels 3,5,11,31] [--reps 5]
                                          [--threads N] [--dtype float32] [--isa avx2]
 
 Columns: best-of-reps milliseconds, GFLOP/s counted as 2 * Ho * Wo * kh * kw for every
