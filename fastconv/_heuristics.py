@@ -17,6 +17,13 @@ direct-vs-im2col sweep described in bench/README.md):
   channels per group, im2col wins by 1.3x-15x.
 * ``direct`` otherwise.
 
+For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
+them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
+transform-domain GEMM tiles are 16 wide), ``direct`` where a group has fewer than 8
+input or output channels (depthwise and thin layers: the implicit GEMM's 64- or 128-row
+tiles would be mostly padding), otherwise ``implicit_gemm`` (no column buffer in GPU
+memory).
+
 Other backends keep the plain preference order (winograd_f43, im2col, implicit_gemm,
 direct) until someone measures them.
 """
@@ -25,6 +32,8 @@ from __future__ import annotations
 # Fewer GEMM rows than this per group and the register tile is mostly padding.
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
+# Below this many channels per group the CUDA implicit GEMM's tiles are mostly padding.
+_CUDA_MIN_GEMM_CHANNELS = 8
 
 
 def _gemm_rows(op: str, spec) -> int:
@@ -39,13 +48,21 @@ def _gemm_rows(op: str, spec) -> int:
 
 def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
     """Chooses among ``candidates`` (all implemented and able to serve ``spec``)."""
+    Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
+    if backend == "cuda":
+        if ("winograd_f43" in candidates and spec.groups == 1
+                and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS):
+            return "winograd_f43"
+        if "direct" in candidates and min(Cg, Kg) < _CUDA_MIN_GEMM_CHANNELS:
+            return "direct"
+        if "implicit_gemm" in candidates:
+            return "implicit_gemm"
     if backend != "native":
         # Not measured here: the first of the usual preference order.
         for algo in ("winograd_f43", "im2col", "implicit_gemm", "direct"):
             if algo in candidates:
                 return algo
         return candidates[0]
-    Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
     if ("winograd_f43" in candidates and spec.groups == 1
             and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS):
         return "winograd_f43"

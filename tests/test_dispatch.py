@@ -132,3 +132,24 @@ def test_isa_paths_agree(isa):
     finally:
         _native.set_isa(best)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_heuristic_decisions():
+    """algo='auto' on cuda: Winograd F(4,3) for wide 3x3 stride-1 layers, direct for thin
+    or depthwise groups, implicit GEMM otherwise (never the column-buffer im2col)."""
+    from fastconv._heuristics import pick
+
+    every = ["direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43"]
+    op = "conv2d_forward"
+    resnet = conv_spec((32, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1, op=op)
+    assert pick("cuda", op, resnet, "float32", every) == "winograd_f43"
+    no_wino = [a for a in every if not a.startswith("winograd")]
+    assert pick("cuda", op, resnet, "float32", no_wino) == "implicit_gemm"
+    down = conv_spec((32, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1, op=op)
+    assert pick("cuda", op, down, "float32", ["direct", "implicit_gemm", "im2col"]) \
+        == "implicit_gemm"
+    stem = conv_spec((32, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1, op=op)
+    assert pick("cuda", op, stem, "float32", ["direct", "implicit_gemm"]) == "direct"
+    dw = conv_spec((8, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32, op=op)
+    assert pick("cuda", op, dw, "float32", every) == "direct"
+    assert pick("cuda", op, dw, "float32", ["implicit_gemm"]) == "implicit_gemm"
