@@ -33,7 +33,25 @@ def cmd_info(args) -> int:
         print(f"  {name:<11} {state}")
     for extra in _INFO_EXTRAS:
         extra(args)
+    if getattr(args, "compile_times", False):
+        _print_compile_times()
     return 0
+
+
+def _print_compile_times() -> None:
+    """First-call seconds of every numba kernel family (JIT compile, or a load from numba's
+    on-disk cache when an earlier process compiled it)."""
+    from fastconv import _dispatch
+
+    mod = _dispatch._load("numba")
+    if mod is None:
+        print(f"numba compile times: backend unavailable ({_dispatch.backends()['numba']['reason']})")
+        return
+    times = mod.compile_times()
+    print(f"numba first-call times (compile or disk-cache load), {sum(times.values()):.2f} s "
+          "in all:")
+    for key, sec in sorted(times.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<48} {sec:8.3f} s")
 
 
 # Other subsystems (autotune cache, numba compile times) add lines to `info` here.

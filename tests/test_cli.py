@@ -21,3 +21,23 @@ def test_python_dash_m_entry_point(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "backends:" in r.stdout
+
+
+def test_info_compile_times_reports_every_numba_kernel_family(capsys):
+    import fastconv
+
+    if not fastconv.backends()["numba"]["available"]:
+        assert cli.main(["info", "--compile-times"]) == 0
+        assert "numba compile times: backend unavailable" in capsys.readouterr().out
+        return
+    assert cli.main(["info", "--compile-times"]) == 0
+    out = capsys.readouterr().out
+    assert "numba first-call times" in out
+    lines = [ln.split() for ln in out.splitlines() if ln.startswith("  conv2d_")
+             or ln.startswith("  max_pool2d") or ln.startswith("  batch_norm")]
+    keys = {ln[0] for ln in lines}
+    for fam in ("conv2d_forward[direct]", "conv2d_backward_weight[im2col]",
+                "conv2d_forward[winograd_f43]", "batch_norm_backward"):
+        for dt in ("float32", "float64"):
+            assert f"{fam}:{dt}" in keys, (fam, dt, sorted(keys))
+    assert all(float(ln[1]) >= 0 and ln[2] == "s" for ln in lines)
