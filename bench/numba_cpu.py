@@ -81,6 +81,15 @@ def main(argv=None):
     from fastconv.backends import native, numba_cpu
 
     numba_cpu.set_num_threads(args.threads)
+    # im2col/Winograd multiply in NumPy's BLAS, which keeps its own thread pool: pin it
+    # to the same count, or a "--threads 1" run would hand numba a second core.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("# threadpoolctl not installed: BLAS threads are not pinned (set "
+              "OPENBLAS_NUM_THREADS)")
+    else:
+        threadpool_limits(limits=args.threads, user_api="blas")
     layers = [L for L in RESNET18_3X3 if not args.layers or L[0] in args.layers.split(",")]
     op = "conv2d_forward" if args.op == "forward" else "conv2d_backward_data"
     numba_algos = numba_cpu.ALGOS[op]
@@ -158,6 +167,8 @@ def main(argv=None):
         names = {r[0] for r in rows if r[1] == "numba" and r[2] == algo}
         names_n = {r[0] for r in rows if r[1] == "native" and r[2] == algo}
         t_nb = total("numba", algo, names)
+        if not names:  # e.g. Winograd on a stride-2-only --layers selection
+            continue
         t_to = total("torch", "-", names)
         both = names & names_n
         if both:

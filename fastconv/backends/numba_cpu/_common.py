@@ -15,8 +15,6 @@ import numba
 # Convolution arithmetic: fastmath lets LLVM reassociate the accumulation loops into
 # SIMD reductions; the result is tested against the float64 reference.
 kernel = numba.njit(parallel=True, fastmath=True, cache=True)
-# Serial drivers that call parallel kernels and BLAS (np.dot) in sequence.
-driver = numba.njit(cache=True)
 # Pooling / ReLU keep IEEE semantics: max pooling must propagate NaN as PyTorch does,
 # which fastmath's no-NaN assumption would silently break.
 strict_kernel = numba.njit(parallel=True, fastmath=False, cache=True)

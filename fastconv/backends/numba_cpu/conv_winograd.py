@@ -4,7 +4,7 @@ The classic Lavin-Gray formulation: with ``a = m + 2`` (4 or 6)
 
 * filter transform  U[i, k, c] = (G g_kc G^T)[i]                      (Numba, prange over k)
 * input transform   V[i, c, t] = (B^T d_ct B)[i] for every a x a tile   (prange over images x C)
-* a*a GEMMs         M[i] = U[i] @ V[i]                                   (np.dot -> BLAS)
+* a*a GEMMs         M[i] = U[i] @ V[i]                   (NumPy np.matmul -> BLAS)
 * output transform  y tile = A^T M_kt A (+ bias), clipped at the edges  (prange over K)
 
 The batch is processed in chunks so V and M stay bounded. Tiles that overhang the
@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._common import batch_chunk, driver, kernel
+from ._common import batch_chunk, kernel
 
 _F23 = dict(
     BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
@@ -168,7 +168,6 @@ def _output_transform(M, b, y, k4, n0, nb, th, tw, m):
                             row[q + 3] = o3 + bk
 
 
-@driver
 def _core(x, U, b, y, m, pt, pl, nb):
     """y = winograd_conv(x) given transformed filters U (a*a, K, C); x (N,C,H,W)."""
     N, C = x.shape[0], x.shape[1]
@@ -183,8 +182,7 @@ def _core(x, U, b, y, m, pt, pl, nb):
         V = np.empty((a * a, C, T), x.dtype)
         M = np.empty((a * a, K, T), x.dtype)
         _input_transform(x, V, consts, n0, cnt, th, tw, m, pt, pl)
-        for i in range(a * a):
-            np.dot(U[i], V[i], M[i])
+        np.matmul(U, V, out=M)
         _output_transform(M, b, y, consts, n0, cnt, th, tw, m)
 
 
