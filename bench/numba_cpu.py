@@ -10,7 +10,8 @@ Every algorithm of the ``numba`` and ``native`` backends runs side by side with
 validated against PyTorch before it is timed; timings are the median of ``--repeat``
 runs after one warm-up. Reported: ms, GFLOP/s, % of the measured machine peak (a large
 float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
-"Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times.
+"Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
+from ``numba_cpu.compile_times()``.
 """
 from __future__ import annotations
 
@@ -101,18 +102,7 @@ def main(argv=None):
           f"{peak:.1f} GFLOP/s (numpy BLAS, n=1536)\n")
 
     # First calls: JIT compilation, or loading numba's disk cache if it is warm.
-    first = {}
-    x0 = np.ones((1, 8, 6, 6), np.float32)
-    w0 = np.ones((8, 8, 3, 3), np.float32)
-    s0 = conv_spec(x0.shape, w0.shape, 1, 1)
-    g0 = np.ones(s0.y_shape, np.float32)
-    for algo in numba_algos:
-        t0 = time.perf_counter()
-        if op == "conv2d_forward":
-            numba_cpu.conv2d_forward(x0, w0, None, s0, algo)
-        else:
-            numba_cpu.conv2d_backward_data(g0, w0, s0, algo)
-        first[algo] = time.perf_counter() - t0
+    first = numba_cpu.compile_times(measure=True)
 
     rows = []  # (layer, backend, algo, ms, gflops, ratio)
     for name, C, K, HW, stride in layers:
@@ -192,9 +182,12 @@ def main(argv=None):
         print(f"{name:16} {best[2]:14} {ratio:6.2f}x torch")
     print(f"lowest best-numba/torch ratio: {worst:.2f} (target >= 0.30)\n")
 
-    print("## First call per numba algorithm (JIT compile, or numba disk-cache load), s")
-    for algo, t in first.items():
-        print(f"{algo:14} {t:8.2f}")
+    print("## First call per numba kernel family, float32 (JIT compile, or numba "
+          "disk-cache load), s")
+    print(f"{'parallel_runtime':36} {first['parallel_runtime']:8.3f}")
+    for key, t in first.items():
+        if key.startswith(op + "[") and key.endswith(":float32"):
+            print(f"{key[:-len(':float32')]:36} {t:8.3f}")
     return 0
 
 
