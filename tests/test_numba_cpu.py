@@ -115,6 +115,28 @@ def test_winograd_large_padding_crops():
         assert_close(gx, ref.conv2d_backward_data(gy, w, spec), np.float64, 27, algo)
 
 
+@pytest.mark.parametrize("row_tiles", [1, 10 ** 9], ids=["row_vectorised", "scalar"])
+def test_winograd_both_transform_variants(monkeypatch, row_tiles):
+    """The row-vectorised and one-tile-at-a-time input and output transforms (chosen by
+    tiles per row), each forced on shapes with ragged last tiles, padding 0..3, a crop."""
+    from fastconv.backends.numba_cpu import conv_winograd
+
+    monkeypatch.setattr(conv_winograd, "_ROW_TILES_IN", row_tiles)
+    monkeypatch.setattr(conv_winograd, "_ROW_TILES_OUT", row_tiles)
+    for xs, ws, pad in (((2, 3, 9, 15), (4, 3, 3, 3), 1), ((1, 2, 6, 11), (3, 2, 3, 3), 0),
+                        ((1, 2, 5, 7), (2, 2, 3, 3), (3, 2))):
+        x, w, b = conv_inputs(xs, ws, np.float64)
+        spec = conv_spec(x.shape, w.shape, padding=pad)
+        gy = randn(spec.y_shape, np.float64, 5)
+        for algo in ("winograd_f23", "winograd_f43"):
+            y = fc.conv2d(x, w, b, padding=pad, algo=algo, backend=NB)
+            assert_close(y, ref.conv2d_forward(x, w, b, spec), np.float64, 9 * xs[1], algo)
+            gx, _, _ = fc.conv2d_backward(gy, x, w, padding=pad, algo=algo, backend=NB,
+                                          need_weight_grad=False)
+            assert_close(gx, ref.conv2d_backward_data(gy, w, spec), np.float64, 9 * ws[0],
+                         algo)
+
+
 def test_winograd_refuses_stride2():
     x, w, _ = conv_inputs((1, 2, 8, 8), (3, 2, 3, 3), np.float32)
     with pytest.raises(ValueError, match="stride"):
