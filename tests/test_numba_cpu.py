@@ -296,7 +296,8 @@ def test_batch_norm_train(shape, dtype):
     x = randn(shape, dtype, 1) * 3 + 2
     w, b = randn((C,), dtype, 2), randn((C,), dtype, 3)
     rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
-    trm, trv = torch.zeros(C, dtype=torch.from_numpy(x).dtype), torch.ones(C, dtype=torch.from_numpy(x).dtype)
+    tdt = torch.from_numpy(x).dtype
+    trm, trv = torch.zeros(C, dtype=tdt), torch.ones(C, dtype=tdt)
     xt = torch.from_numpy(x).requires_grad_()
     wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
     yt = F.batch_norm(xt, trm, trv, wt, bt, training=True, momentum=0.1, eps=1e-5)

@@ -4,9 +4,10 @@ The packing (im2col), unpacking (col2im) and the channel-major re-layouts are Nu
 ``prange`` kernels written here; the matrix product is NumPy's ``np.dot`` called from
 plain Python on contiguous 2-D blocks. (Called inside an ``njit`` driver, ``np.dot``
 goes through SciPy's BLAS bindings, which measured 2-2.5x slower than NumPy's GEMM on
-these shapes; the few Python-level calls per chunk cost microseconds.) The batch is processed in chunks of
-``nb`` images so the column workspace stays bounded (``batch_chunk``), and each chunk
-gives one GEMM with ``nb*P*Q`` columns per group, which keeps BLAS efficient.
+these shapes; the few Python-level calls per chunk cost microseconds.) The batch is
+processed in chunks of ``nb`` images so the column workspace stays bounded
+(``batch_chunk``), and each chunk gives one GEMM with ``nb*P*Q`` columns per group,
+which keeps BLAS efficient.
 
 Column layout: ``col[(c*R + r)*S + s, j*P*Q + p*Q + q]`` for image ``j`` of the chunk.
 """
