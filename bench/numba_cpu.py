@@ -4,11 +4,13 @@ Usage::
 
     PYTHONPATH=. python bench/numba_cpu.py [--batch 16] [--threads 2] [--repeat 3]
                                            [--op forward|backward_data] [--layers a,b]
+                                           [--stat median|min]
 
 Every algorithm of the ``numba`` and ``native`` backends runs side by side with
 ``torch.nn.functional.conv2d`` in one process, on the same inputs. Each result is
-validated against PyTorch before it is timed; timings are the median of ``--repeat``
-runs after one warm-up. Reported: ms, GFLOP/s, % of the measured machine peak (a large
+validated against PyTorch before it is timed; timings are the median (``--stat min``:
+the minimum) of ``--repeat`` round-robin rounds after one warm-up, every candidate
+running once per round. Reported: ms, GFLOP/s, % of the measured machine peak (a large
 float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
 "Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
 from ``numba_cpu.compile_times()``.
@@ -70,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="per-candidate statistic over the rounds (min: least disturbed run)")
     ap.add_argument("--op", choices=("forward", "backward_data"), default="forward")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default all)")
     args = ap.parse_args(argv)
@@ -119,8 +123,7 @@ def main(argv=None):
             def torch_fn():
                 return torch.nn.grad.conv2d_input(x.shape, wt, gyt, stride=stride, padding=1)
         expected = torch_fn().numpy().astype(np.float64)
-        t_torch = _time(torch_fn, args.repeat)
-        rows.append((name, "torch", "-", t_torch))
+        cands = [("torch", "-", torch_fn)]
         for backend, mod, algos in (("numba", numba_cpu, numba_algos),
                                     ("native", native, native_algos)):
             for algo in algos:
@@ -132,8 +135,21 @@ def main(argv=None):
                 else:
                     def fn(mod=mod, algo=algo):
                         return mod.conv2d_backward_data(gy, w, spec, algo)
-                _check(fn(), expected, algo, f"{name} {backend}")
-                rows.append((name, backend, algo, _time(fn, args.repeat)))
+                _check(fn(), expected, algo, f"{name} {backend}")  # also the warm-up
+                cands.append((backend, algo, fn))
+        torch_fn()
+        # Round-robin: every candidate runs once per round, so load that comes and goes
+        # on a shared machine hits all of them alike instead of whichever ran then.
+        times = [[] for _ in cands]
+        for _ in range(args.repeat):
+            for ts, (_, _, fn) in zip(times, cands):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+        pick = min if args.stat == "min" else statistics.median
+        for ts, (backend, algo, _) in zip(times, cands):
+            rows.append((name, backend, algo, pick(ts)))
+        t_torch = rows[-len(cands)][3]
         flops = spec.flops
         print(f"## {name}: N={args.batch} C={C} K={K} {HW}x{HW} stride {stride} "
               f"({flops / 1e9:.2f} GFLOP)")

@@ -450,3 +450,23 @@ def test_import_fastconv_does_not_import_numba():
             "assert 'numba' not in sys.modules, 'import fastconv imported numba'; "
             "assert 'fastconv.backends.numba_cpu' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@requires_torch
+@pytest.mark.parametrize("op", ["forward", "backward_data"])
+def test_bench_script_runs(op):
+    """bench/numba_cpu.py end to end on one small layer: it validates every algorithm
+    against PyTorch before timing (exiting non-zero on a mismatch) and prints the
+    summary tables."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "numba_cpu.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--batch", "1", "--repeat", "1", "--threads", "1",
+         "--layers", "layer4,layer4.0.conv1", "--op", op, "--stat", "min"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "## Best numba algorithm per layer" in out
+    assert "lowest best-numba/torch ratio" in out
+    assert "parallel_runtime" in out
