@@ -4,13 +4,16 @@ Usage::
 
     PYTHONPATH=. python bench/numba_cpu.py [--batch 16] [--threads 2] [--repeat 3]
                                            [--op forward|backward_data] [--layers a,b]
+                                           [--stat median|min]
 
 Every algorithm of the ``numba`` and ``native`` backends runs side by side with
 ``torch.nn.functional.conv2d`` in one process, on the same inputs. Each result is
-validated against PyTorch before it is timed; timings are the median of ``--repeat``
-runs after one warm-up. Reported: ms, GFLOP/s, % of the measured machine peak (a large
+validated against PyTorch before it is timed; timings are the median (``--stat min``:
+the minimum) of ``--repeat`` round-robin rounds after one warm-up, every candidate
+running once per round. Reported: ms, GFLOP/s, % of the measured machine peak (a large
 float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
-"Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times.
+"Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
+from ``numba_cpu.compile_times()``.
 """
 from __future__ import annotations
 
@@ -69,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="per-candidate statistic over the rounds (min: least disturbed run)")
     ap.add_argument("--op", choices=("forward", "backward_data"), default="forward")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default all)")
     args = ap.parse_args(argv)
@@ -81,6 +86,15 @@ def main(argv=None):
     from fastconv.backends import native, numba_cpu
 
     numba_cpu.set_num_threads(args.threads)
+    # im2col/Winograd multiply in NumPy's BLAS, which keeps its own thread pool: pin it
+    # to the same count, or a "--threads 1" run would hand numba a second core.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("# threadpoolctl not installed: BLAS threads are not pinned (set "
+              "OPENBLAS_NUM_THREADS)")
+    else:
+        threadpool_limits(limits=args.threads, user_api="blas")
     layers = [L for L in RESNET18_3X3 if not args.layers or L[0] in args.layers.split(",")]
     op = "conv2d_forward" if args.op == "forward" else "conv2d_backward_data"
     numba_algos = numba_cpu.ALGOS[op]
@@ -92,18 +106,7 @@ def main(argv=None):
           f"{peak:.1f} GFLOP/s (numpy BLAS, n=1536)\n")
 
     # First calls: JIT compilation, or loading numba's disk cache if it is warm.
-    first = {}
-    x0 = np.ones((1, 8, 6, 6), np.float32)
-    w0 = np.ones((8, 8, 3, 3), np.float32)
-    s0 = conv_spec(x0.shape, w0.shape, 1, 1)
-    g0 = np.ones(s0.y_shape, np.float32)
-    for algo in numba_algos:
-        t0 = time.perf_counter()
-        if op == "conv2d_forward":
-            numba_cpu.conv2d_forward(x0, w0, None, s0, algo)
-        else:
-            numba_cpu.conv2d_backward_data(g0, w0, s0, algo)
-        first[algo] = time.perf_counter() - t0
+    first = numba_cpu.compile_times(measure=True)
 
     rows = []  # (layer, backend, algo, ms, gflops, ratio)
     for name, C, K, HW, stride in layers:
@@ -120,8 +123,7 @@ def main(argv=None):
             def torch_fn():
                 return torch.nn.grad.conv2d_input(x.shape, wt, gyt, stride=stride, padding=1)
         expected = torch_fn().numpy().astype(np.float64)
-        t_torch = _time(torch_fn, args.repeat)
-        rows.append((name, "torch", "-", t_torch))
+        cands = [("torch", "-", torch_fn)]
         for backend, mod, algos in (("numba", numba_cpu, numba_algos),
                                     ("native", native, native_algos)):
             for algo in algos:
@@ -133,8 +135,21 @@ def main(argv=None):
                 else:
                     def fn(mod=mod, algo=algo):
                         return mod.conv2d_backward_data(gy, w, spec, algo)
-                _check(fn(), expected, algo, f"{name} {backend}")
-                rows.append((name, backend, algo, _time(fn, args.repeat)))
+                _check(fn(), expected, algo, f"{name} {backend}")  # also the warm-up
+                cands.append((backend, algo, fn))
+        torch_fn()
+        # Round-robin: every candidate runs once per round, so load that comes and goes
+        # on a shared machine hits all of them alike instead of whichever ran then.
+        times = [[] for _ in cands]
+        for _ in range(args.repeat):
+            for ts, (_, _, fn) in zip(times, cands):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+        pick = min if args.stat == "min" else statistics.median
+        for ts, (backend, algo, _) in zip(times, cands):
+            rows.append((name, backend, algo, pick(ts)))
+        t_torch = rows[-len(cands)][3]
         flops = spec.flops
         print(f"## {name}: N={args.batch} C={C} K={K} {HW}x{HW} stride {stride} "
               f"({flops / 1e9:.2f} GFLOP)")
@@ -158,6 +173,8 @@ def main(argv=None):
         names = {r[0] for r in rows if r[1] == "numba" and r[2] == algo}
         names_n = {r[0] for r in rows if r[1] == "native" and r[2] == algo}
         t_nb = total("numba", algo, names)
+        if not names:  # e.g. Winograd on a stride-2-only --layers selection
+            continue
         t_to = total("torch", "-", names)
         both = names & names_n
         if both:
@@ -181,9 +198,12 @@ def main(argv=None):
         print(f"{name:16} {best[2]:14} {ratio:6.2f}x torch")
     print(f"lowest best-numba/torch ratio: {worst:.2f} (target >= 0.30)\n")
 
-    print("## First call per numba algorithm (JIT compile, or numba disk-cache load), s")
-    for algo, t in first.items():
-        print(f"{algo:14} {t:8.2f}")
+    print("## First call per numba kernel family, float32 (JIT compile, or numba "
+          "disk-cache load), s")
+    print(f"{'parallel_runtime':36} {first['parallel_runtime']:8.3f}")
+    for key, t in first.items():
+        if key.startswith(op + "[") and key.endswith(":float32"):
+            print(f"{key[:-len(':float32')]:36} {t:8.3f}")
     return 0
 
 

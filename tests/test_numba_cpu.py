@@ -8,6 +8,7 @@ small and cases share the same compiled specialisations.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -112,6 +113,28 @@ def test_winograd_large_padding_crops():
         gx, _, _ = fc.conv2d_backward(gy, x, w, padding=3, algo=algo, backend=NB,
                                       need_weight_grad=False)
         assert_close(gx, ref.conv2d_backward_data(gy, w, spec), np.float64, 27, algo)
+
+
+@pytest.mark.parametrize("row_tiles", [1, 10 ** 9], ids=["row_vectorised", "scalar"])
+def test_winograd_both_transform_variants(monkeypatch, row_tiles):
+    """The row-vectorised and one-tile-at-a-time input and output transforms (chosen by
+    tiles per row), each forced on shapes with ragged last tiles, padding 0..3, a crop."""
+    from fastconv.backends.numba_cpu import conv_winograd
+
+    monkeypatch.setattr(conv_winograd, "_ROW_TILES_IN", row_tiles)
+    monkeypatch.setattr(conv_winograd, "_ROW_TILES_OUT", row_tiles)
+    for xs, ws, pad in (((2, 3, 9, 15), (4, 3, 3, 3), 1), ((1, 2, 6, 11), (3, 2, 3, 3), 0),
+                        ((1, 2, 5, 7), (2, 2, 3, 3), (3, 2))):
+        x, w, b = conv_inputs(xs, ws, np.float64)
+        spec = conv_spec(x.shape, w.shape, padding=pad)
+        gy = randn(spec.y_shape, np.float64, 5)
+        for algo in ("winograd_f23", "winograd_f43"):
+            y = fc.conv2d(x, w, b, padding=pad, algo=algo, backend=NB)
+            assert_close(y, ref.conv2d_forward(x, w, b, spec), np.float64, 9 * xs[1], algo)
+            gx, _, _ = fc.conv2d_backward(gy, x, w, padding=pad, algo=algo, backend=NB,
+                                          need_weight_grad=False)
+            assert_close(gx, ref.conv2d_backward_data(gy, w, spec), np.float64, 9 * ws[0],
+                         algo)
 
 
 def test_winograd_refuses_stride2():
@@ -273,7 +296,8 @@ def test_batch_norm_train(shape, dtype):
     x = randn(shape, dtype, 1) * 3 + 2
     w, b = randn((C,), dtype, 2), randn((C,), dtype, 3)
     rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
-    trm, trv = torch.zeros(C, dtype=torch.from_numpy(x).dtype), torch.ones(C, dtype=torch.from_numpy(x).dtype)
+    tdt = torch.from_numpy(x).dtype
+    trm, trv = torch.zeros(C, dtype=tdt), torch.ones(C, dtype=tdt)
     xt = torch.from_numpy(x).requires_grad_()
     wt, bt = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
     yt = F.batch_norm(xt, trm, trv, wt, bt, training=True, momentum=0.1, eps=1e-5)
@@ -386,18 +410,63 @@ def test_backend_metadata_and_threads():
         numba.set_num_threads(before)
 
 
-def test_compile_times_reports_every_kernel():
-    from fastconv.backends import numba_cpu
+# Kernel families compile_times must cover, written out here rather than read from the
+# implementation, so a family dropped from its measurement list fails the test.
+_NON_CONV_FAMILIES = (
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "batch_norm_train",
+    "batch_norm_eval", "batch_norm_backward", "relu", "relu_backward",
+)
 
-    times = numba_cpu.compile_times()
-    for dt in ("float32", "float64"):
-        for algo in numba_cpu.ALGOS["conv2d_forward"]:
-            assert f"conv2d_forward[{algo}]:{dt}" in times
-        for op in ("max_pool2d", "batch_norm_train", "relu", "avg_pool2d_backward"):
-            assert f"{op}:{dt}" in times
+
+def test_compile_times_reports_every_kernel():
+    # A fresh process: nothing is recorded until measured, and the measured figures
+    # are the real first calls (compile or cache load) rather than warm calls.
+    code = (
+        "import json, sys\n"
+        "from fastconv.backends import numba_cpu\n"
+        "assert numba_cpu.compile_times(measure=False) == {}\n"
+        "t = numba_cpu.compile_times(measure=True)\n"
+        "assert numba_cpu.compile_times(measure=False) == t\n"
+        "assert numba_cpu.compile_times() == t\n"
+        "json.dump({'algos': numba_cpu.ALGOS, 'times': t}, sys.stdout)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    times, algos = got["times"], got["algos"]
+    expected = {f"{fam}:{dt}" for dt in ("float32", "float64") for fam in _NON_CONV_FAMILIES}
+    expected.add("parallel_runtime")
+    for op in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"):
+        assert algos[op], op
+        expected |= {f"{op}[{a}]:{dt}" for a in algos[op] for dt in ("float32", "float64")}
+    assert set(times) == expected
     assert all(isinstance(v, float) and v >= 0 for v in times.values())
 
 
 def test_import_fastconv_does_not_import_numba():
-    code = "import sys, fastconv; fastconv.conv2d; assert 'numba' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    code = ("import sys, fastconv; fastconv.conv2d; "
+            "assert 'numba' not in sys.modules, 'import fastconv imported numba'; "
+            "assert 'fastconv.backends.numba_cpu' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@requires_torch
+@pytest.mark.parametrize("op", ["forward", "backward_data"])
+def test_bench_script_runs(op):
+    """bench/numba_cpu.py end to end on one small layer: it validates every algorithm
+    against PyTorch before timing (exiting non-zero on a mismatch) and prints the
+    summary tables."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "numba_cpu.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--batch", "1", "--repeat", "1", "--threads", "1",
+         "--layers", "layer4,layer4.0.conv1", "--op", op, "--stat", "min"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "## Best numba algorithm per layer" in out
+    assert "lowest best-numba/torch ratio" in out
+    assert "parallel_runtime" in out

@@ -7,7 +7,9 @@ the reason): on a real GPU the CuPy-based GPU tests cover the device path instea
 The simulator runs every GPU thread as a Python thread, so the tile and block sizes are
 shrunk here (the kernels read them from module constants, which the simulator looks up
 at run time). Smaller tiles also make the small test shapes cross several tiles with
-ragged edges. One test runs the production sizes on a tiny shape.
+ragged edges; test_shapes_cross_tile_edges checks that, for every tiled axis of every
+kernel, some test shape spans more than one tile and ends in a partial tile. One test
+runs the production sizes on a tiny shape.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ SKIP_REASON = ("needs the CUDA simulator: run with NUMBA_ENABLE_CUDASIM=1 set be
                "imported (tools/run_tests.sh does this)")
 
 SIM_SIZES = {
-    "conv_direct": {"TX": 8, "TY": 4, "KC": 3, "RED": 8},
-    "conv_implicit_gemm": {"T": 8},
+    "conv_direct": {"TX": 4, "TY": 4, "KC": 3, "RED": 8},
+    "conv_implicit_gemm": {"T": 4},
     "conv_winograd": {"T": 4},
     "norm": {"RED": 16},
     "_common": {"THREADS_1D": 32},

@@ -6,7 +6,6 @@ the (shrunk, see conftest.py) tiles, so every kernel handles ragged tile edges.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
@@ -35,7 +34,7 @@ CONV = [
     ("basic", (1, 3, 9, 7), (5, 3, 3, 3), dict(padding=1)),
     ("stride_dil_groups", (2, 4, 7, 8), (4, 2, 3, 3),
      dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)),
-    ("1x1_stride2", (1, 4, 5, 5), (3, 4, 1, 1), dict(stride=2)),
+    ("1x1_stride2", (1, 5, 5, 5), (3, 5, 1, 1), dict(stride=2)),
     ("same_even", (1, 2, 6, 5), (3, 2, 4, 2), dict(padding="same")),
     ("depthwise", (1, 3, 6, 6), (3, 1, 3, 3), dict(padding=1, groups=3)),
     ("n0", (0, 2, 5, 5), (3, 2, 3, 3), dict(padding=1)),
@@ -56,7 +55,7 @@ def test_conv(name, xs, ws, kw, algo):
 
 
 WINO = [
-    ("pad1_odd", (1, 3, 7, 9), (4, 3, 3, 3), dict(padding=1)),
+    ("pad1_odd", (1, 5, 5, 9), (7, 5, 3, 3), dict(padding=1)),
     ("nopad", (2, 2, 6, 5), (3, 2, 3, 3), dict()),
     ("pad3_crop", (1, 2, 4, 5), (2, 2, 3, 3), dict(padding=3)),
 ]
@@ -124,10 +123,13 @@ def test_max_pool(name, shape, kw):
           ref.max_pool2d_backward(gy, ridx, shape), 9, "backward")
 
 
+AVG_SHAPE, AVG_KW = (1, 2, 7, 8), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+
+
 @pytest.mark.parametrize("extra", [dict(), dict(count_include_pad=False),
                                    dict(divisor_override=2)], ids=["incl", "excl", "div2"])
 def test_avg_pool(extra):
-    shape, kw = (1, 2, 7, 6), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, **extra)
+    shape, kw = AVG_SHAPE, dict(AVG_KW, **extra)
     x = rnd(shape, 1)
     spec = pool_spec("avg_pool2d", shape, **kw)
     close(fc.avg_pool2d(x, **kw, backend=B), ref.avg_pool2d(x, spec), 9, "forward")
@@ -136,16 +138,20 @@ def test_avg_pool(extra):
           ref.avg_pool2d_backward(gy, spec), 9, "backward")
 
 
+ADAPTIVE_X, ADAPTIVE_OUT = (1, 3, 7, 5), (4, 3)
+
+
 def test_adaptive_avg_pool():
-    x = rnd((1, 2, 7, 5), 1)
-    close(fc.adaptive_avg_pool2d(x, (3, 2), backend=B), ref.adaptive_avg_pool2d(x, (3, 2)), 9)
-    gy = rnd((1, 2, 3, 2), 2)
+    x = rnd(ADAPTIVE_X, 1)
+    close(fc.adaptive_avg_pool2d(x, ADAPTIVE_OUT, backend=B),
+          ref.adaptive_avg_pool2d(x, ADAPTIVE_OUT), 9)
+    gy = rnd(ADAPTIVE_X[:2] + ADAPTIVE_OUT, 2)
     close(fc.adaptive_avg_pool2d_backward(gy, x.shape, backend=B),
           ref.adaptive_avg_pool2d_backward(gy, x.shape), 9)
 
 
 def test_batch_norm():
-    shape, C = (3, 2, 5, 7), 2  # 105 values per channel: several reduction strides
+    shape, C = BN_SHAPE, 2  # 105 values per channel: several reduction strides
     x = rnd(shape, 1) * 2 + 1
     w, b = rnd((C,), 2), rnd((C,), 3)
     rx = x.reshape(3, C, -1, 1)
@@ -169,8 +175,12 @@ def test_batch_norm():
           ref.batch_norm_eval(rx, rm, rv, w, b, 1e-5), 4, "eval y")
 
 
+RELU_SHAPE = (2, 3, 5, 3)
+BN_SHAPE = (3, 2, 5, 7)
+
+
 def test_relu():
-    x = rnd((2, 3, 5, 3), 1)
+    x = rnd(RELU_SHAPE, 1)
     x[0, 0, 0, 0] = np.nan
     y = fc.relu(x, backend=B)
     np.testing.assert_array_equal(y, ref.relu(x))
@@ -193,3 +203,66 @@ def test_direct_shared_memory_limit(monkeypatch):
     gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algo="direct", backend=B,
                                   need_weight_grad=False)
     close(gx, ref.conv2d_backward_data(gy, w, spec), 45, "grad_x")
+
+
+def test_shapes_cross_tile_edges():
+    """For every tiled axis of every kernel, some shape above spans more than one tile
+    (block) of the simulated size and ends in a partial one, so the kernels' edge guards
+    and tile-boundary indexing are exercised. Fails if a shape or tile size changes so
+    that an axis is only ever covered by whole tiles or by a single tile."""
+    from fastconv.backends.numba_cuda import _common, conv_direct, norm
+    from fastconv.backends.numba_cuda import conv_implicit_gemm as ig
+    from fastconv.backends.numba_cuda import conv_winograd as wg
+
+    extents = {}  # (kernel, axis) -> [(extent, tile), ...] over the test shapes
+
+    def add(kernel, axis, extent, tile):
+        extents.setdefault((kernel, axis), []).append((extent, tile))
+
+    one_d = _common.THREADS_1D
+    for _, xs, ws, kw in CONV:
+        s = conv_spec(xs, ws, **kw)
+        if s.N == 0:
+            continue
+        Cg, Kg = s.C // s.groups, s.K // s.groups
+        add("direct._fwd", "q", s.Q, conv_direct.TX)
+        add("direct._fwd", "p", s.P, conv_direct.TY)
+        add("direct._bwd_data", "w", s.W, conv_direct.TX)
+        add("direct._bwd_data", "h", s.H, conv_direct.TY)
+        add("direct._bwd_data", "k chunks", Kg, conv_direct.KC)
+        add("direct._bwd_weight", "n*p*q", s.N * s.P * s.Q, conv_direct.RED)
+        add("implicit_gemm._fwd", "n*p*q", s.N * s.P * s.Q, ig.T)
+        add("implicit_gemm._fwd", "k", Kg, ig.T)
+        add("implicit_gemm._fwd", "c*r*s", Cg * s.R * s.S, ig.T)
+        add("implicit_gemm._bwd_data", "n*h*w", s.N * s.H * s.W, ig.T)
+        add("implicit_gemm._bwd_data", "c", Cg, ig.T)
+        add("implicit_gemm._bwd_data", "k*r*s", Kg * s.R * s.S, ig.T)
+        add("implicit_gemm._bwd_weight", "k", Kg, ig.T)
+        add("implicit_gemm._bwd_weight", "c*r*s", Cg * s.R * s.S, ig.T)
+        add("implicit_gemm._bwd_weight", "n*p*q", s.N * s.P * s.Q, ig.T)
+    for _, xs, ws, kw in WINO:
+        s = conv_spec(xs, ws, **kw)
+        # forward: tiles of y; backward-data: tiles of grad_x (the roles of C, K swap)
+        for rows, red, (oh, ow) in ((s.K, s.C, (s.P, s.Q)), (s.C, s.K, (s.H, s.W))):
+            tiles = s.N * -(-oh // wg.M_OUT) * -(-ow // wg.M_OUT)
+            add("winograd._batched_gemm", "tiles", tiles, wg.T)
+            add("winograd._batched_gemm", "rows", rows, wg.T)
+            add("winograd._batched_gemm", "reduction", red, wg.T)
+            add("winograd._input_transform", "c*tiles", red * tiles, one_d)
+            add("winograd._output_transform", "k*tiles", rows * tiles, one_d)
+        add("winograd._filter_transform", "k*c", s.K * s.C, one_d)
+    for _, shape, kw in POOL:
+        s = pool_spec("max_pool2d", shape, **kw)
+        add("pool._max_fwd/_max_bwd", "outputs", int(np.prod(s.y_shape)), one_d)
+    s = pool_spec("avg_pool2d", AVG_SHAPE, **AVG_KW)
+    add("pool._avg_fwd/_avg_bwd", "outputs", int(np.prod(s.y_shape)), one_d)
+    add("pool._avg_fwd/_avg_bwd (adaptive)", "outputs",
+        int(np.prod(ADAPTIVE_X[:2] + ADAPTIVE_OUT)), one_d)
+    add("misc._relu/_relu_bwd", "elements", int(np.prod(RELU_SHAPE)), one_d)
+    add("norm._stats/_bwd_reduce", "per channel",
+        int(np.prod(BN_SHAPE)) // BN_SHAPE[1], norm.RED)
+    add("norm._normalize/_bwd_data", "elements", int(np.prod(BN_SHAPE)), one_d)
+
+    uncovered = [key for key, seen in extents.items()
+                 if not any(e > t and e % t for e, t in seen)]
+    assert not uncovered, f"axes never crossing a ragged tile edge: {uncovered}"

@@ -1,10 +1,13 @@
 """im2col convolution in Numba: pack patches into a matrix, multiply with BLAS.
 
 The packing (im2col), unpacking (col2im) and the channel-major re-layouts are Numba
-``prange`` kernels written here; the matrix product is ``np.dot`` inside the Numba
-driver, which Numba lowers to a BLAS GEMM. The batch is processed in chunks of
-``nb`` images so the column workspace stays bounded (``batch_chunk``), and each chunk
-gives one GEMM with ``nb*P*Q`` columns per group, which keeps BLAS efficient.
+``prange`` kernels written here; the matrix product is NumPy's ``np.dot`` called from
+plain Python on contiguous 2-D blocks. (Called inside an ``njit`` driver, ``np.dot``
+goes through SciPy's BLAS bindings, which measured 2-2.5x slower than NumPy's GEMM on
+these shapes; the few Python-level calls per chunk cost microseconds.) The batch is
+processed in chunks of ``nb`` images so the column workspace stays bounded
+(``batch_chunk``), and each chunk gives one GEMM with ``nb*P*Q`` columns per group,
+which keeps BLAS efficient.
 
 Column layout: ``col[(c*R + r)*S + s, j*P*Q + p*Q + q]`` for image ``j`` of the chunk.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._common import batch_chunk, driver, kernel, tap_range
+from ._common import batch_chunk, kernel, tap_range
 
 
 @kernel
@@ -99,45 +102,50 @@ def _scatter_channels(m, y, b, n0, nb, k0, Kg):
             dst[i] = src[i] + bk
 
 
-@driver
 def _fwd(x, w, b, y, nb, sh, sw, pt, pl, dh, dw, groups):
     N = x.shape[0]
     K, Cg, R, S = w.shape
     P, Q = y.shape[2], y.shape[3]
     Kg = K // groups
     w2 = w.reshape(K, Cg * R * S)
+    wg = [np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg]) for g in range(groups)]
+    col = np.empty((Cg * R * S, min(nb, N) * P * Q), x.dtype)
+    m = np.empty((Kg, min(nb, N) * P * Q), x.dtype)
     for n0 in range(0, N, nb):
         cnt = min(nb, N - n0)
-        col = np.empty((Cg * R * S, cnt * P * Q), x.dtype)
+        cols = cnt * P * Q
+        cc, mc = col[:, :cols], m[:, :cols]
+        if cols != col.shape[1]:  # the last, smaller chunk: contiguous GEMM operands
+            cc, mc = np.empty_like(cc), np.empty_like(mc)
         for g in range(groups):
-            _im2col(x, col, n0, cnt, g, Cg, R, S, P, Q, sh, sw, pt, pl, dh, dw)
-            m = np.dot(np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg]), col)
-            _scatter_channels(m, y, b, n0, cnt, g * Kg, Kg)
+            _im2col(x, cc, n0, cnt, g, Cg, R, S, P, Q, sh, sw, pt, pl, dh, dw)
+            np.dot(wg[g], cc, out=mc)
+            _scatter_channels(mc, y, b, n0, cnt, g * Kg, Kg)
 
 
-@driver
 def _bwd_data(gy, w, gx, nb, sh, sw, pt, pl, dh, dw, groups):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // groups
     w2 = w.reshape(K, Cg * R * S)
+    wt = [np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T) for g in range(groups)]
     gx[:] = 0
     for n0 in range(0, N, nb):
         cnt = min(nb, N - n0)
         gyc = np.empty((Kg, cnt * P * Q), gy.dtype)
+        dcol = np.empty((Cg * R * S, cnt * P * Q), gy.dtype)
         for g in range(groups):
             _gather_channels(gy, gyc, n0, cnt, g * Kg, Kg)
-            wt = np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T)
-            dcol = np.dot(wt, gyc)
+            np.dot(wt[g], gyc, out=dcol)
             _col2im(dcol, gx, n0, cnt, g, Cg, R, S, P, Q, sh, sw, pt, pl, dh, dw)
 
 
-@driver
 def _bwd_weight(gy, x, gw, nb, sh, sw, pt, pl, dh, dw, groups):
     N, K, P, Q = gy.shape
     Cg, R, S = gw.shape[1], gw.shape[2], gw.shape[3]
     Kg = K // groups
     gw2 = gw.reshape(K, Cg * R * S)
+    part = np.empty((Kg, Cg * R * S), gw.dtype)
     for n0 in range(0, N, nb):
         cnt = min(nb, N - n0)
         col = np.empty((Cg * R * S, cnt * P * Q), x.dtype)
@@ -145,7 +153,8 @@ def _bwd_weight(gy, x, gw, nb, sh, sw, pt, pl, dh, dw, groups):
         for g in range(groups):
             _im2col(x, col, n0, cnt, g, Cg, R, S, P, Q, sh, sw, pt, pl, dh, dw)
             _gather_channels(gy, gyc, n0, cnt, g * Kg, Kg)
-            gw2[g * Kg:(g + 1) * Kg] += np.dot(gyc, col.T)
+            np.dot(gyc, col.T, out=part)
+            gw2[g * Kg:(g + 1) * Kg] += part
 
 
 def _geom(spec):
