@@ -51,7 +51,8 @@ struct Simd {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static V splat(T s) { return V{} + s; }
+  // s - 0 is exactly s (x + 0 is not, for x = -0), so this folds to one broadcast.
+  static V splat(T s) { return s - V{}; }
 };
 
 // Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
@@ -190,17 +191,19 @@ void transform_filters(int64_t K, int64_t Kp, int64_t C, const Tap& filt, T* U) 
   }
 }
 
-// M[0..kv)[0..NR*L) = U (MR rows of ldu) * V (C rows of ldv), kv <= MR.
+// M[0..kv)[0..NR*L) (+)= U (MR rows of ldu) * V (C rows of ldv), kv <= MR; with
+// `accumulate` the product is added to the kv rows already in M.
 template <class T>
 inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
-                       T* __restrict Mp, int64_t ldm, int kv) {
+                       T* __restrict Mp, int64_t ldm, int kv, bool accumulate = false) {
   using S = Simd<T>;
   using V = typename S::V;
   V acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = accumulate && i < kv ? S::load(Mp + i * ldm + j * S::L) : V{};
   for (int64_t c = 0; c < C; ++c) {
     V b[NR];
 #pragma GCC unroll 4
@@ -238,9 +241,13 @@ T* workspace(int slot, size_t n) {
   return buf[slot].data();
 }
 
-// One (n, tile row) run of consecutive tiles inside a chunk.
+// One run of consecutive tiles of one tile row th inside a chunk. Tiles are numbered
+// image block by image block; inside a block of bs images (n0 .. n0 + bs) the order is
+// (th, tw, image): a tile row of all bs images is one run of TW * bs tiles, so images
+// of 7x7 or 14x14 (2 to 4 tiles a row) still fill whole vectors.
 struct Segment {
-  int64_t n, th, tw0, cnt, off;  // off: column of the first tile in the chunk buffers
+  int64_t n0, bs, th, e0, cnt, off;  // e0 = tw * bs + image of the first tile;
+                                     // off: column of the first tile in the chunk buffers
 };
 
 // The three stages of one chunk of tiles; each takes a sub-range of its loop so the
@@ -251,62 +258,65 @@ struct Chunk {
   using V = typename S::V;
   static constexpr int L = S::L, a = m + 2, A2 = a * a, TB = NR * L;
   const ConvShape& s;
-  int64_t TW, tiles_img, Kp, ld, phw;
+  int64_t TW, tiles_img, Kp, ld, phw, NB;  // NB: images interleaved per block
 
-  // Splits tiles [t0, t1) into runs of one tile row.
+  // Splits tiles [t0, t1) into runs of one tile row of one image block.
   void segments(int64_t t0, int64_t t1, std::vector<Segment>& segs) const {
     segs.clear();
+    const int64_t block = NB * tiles_img;
     for (int64_t t = t0; t < t1;) {
-      const int64_t n = t / tiles_img, rem = t % tiles_img;
-      const int64_t th = rem / TW, tw0 = rem % TW;
-      const int64_t cnt = std::min(TW - tw0, t1 - t);
-      segs.push_back({n, th, tw0, cnt, t - t0});
+      const int64_t nb = t / block, rem = t - nb * block;
+      const int64_t n0 = nb * NB, bs = std::min(NB, s.N - n0);
+      const int64_t th = rem / (TW * bs), e0 = rem % (TW * bs);
+      const int64_t cnt = std::min(TW * bs - e0, t1 - t);
+      segs.push_back({n0, bs, th, e0, cnt, t - t0});
       t += cnt;
     }
   }
 
   void input(const std::vector<Segment>& segs, int64_t c0, int64_t c1, const T* x, T* Vbuf,
              T* phbuf) const {
-    const int64_t C = s.C, H = s.H, W = s.W;
+    const int64_t C = s.C, H = s.H, W = s.W, plane = H * W;
     for (const Segment& g : segs) {
-      const int64_t nv = (g.cnt + L - 1) / L * L;
-      const int64_t ncol = nv + (a - 1) / m;  // phase-row entries the vectors read
-      const int64_t col0 = g.tw0 * m - s.pw;  // input column of phase 0, entry 0
-      // Entries u with 0 <= col0 + m*u + p < W for every p are copied without checks.
-      int64_t u_lo = col0 >= 0 ? 0 : (-col0 + m - 1) / m;
-      int64_t u_hi = col0 + m - 1 < W ? (W - m - col0) / m + 1 : 0;
-      u_lo = std::min(u_lo, ncol);
-      u_hi = std::max(u_lo, std::min(u_hi, ncol));
+      const int64_t nv = (g.cnt + L - 1) / L * L, bs = g.bs;
+      // Phase rows: ph_p[e] = x[image e % bs][row][m * (e / bs) + p - pw] for the
+      // entries the vectors read (one tile column past the last tile).
+      const int64_t ne = nv + (a - 1) / m * bs;
       for (int64_t c = c0; c < c1; ++c) {
-        const T* xc = x + (g.n * C + c) * H * W;
         for (int i = 0; i < a; ++i) {
           const int64_t row = g.th * m - s.ph + i;
           T* pr = phbuf + size_t(i) * m * phw;
           if (row < 0 || row >= H) {
-            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ncol, T(0));
+            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ne, T(0));
             continue;
           }
-          const T* xr = xc + row * W;
-          for (int64_t u = 0; u < u_lo; ++u)
-            for (int p = 0; p < m; ++p) {
-              const int64_t col = col0 + m * u + p;
-              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+          int64_t u = g.e0 / bs, j = g.e0 % bs;
+          const T* xr = x + ((g.n0 + j) * C + c) * plane + row * W;
+          for (int64_t e = 0; e < ne; ++e) {
+            const int64_t col0 = m * u - s.pw;
+            if (col0 >= 0 && col0 + m <= W) {
+              for (int p = 0; p < m; ++p) pr[p * phw + e] = xr[col0 + p];
+            } else {
+              for (int p = 0; p < m; ++p) {
+                const int64_t col = col0 + p;
+                pr[p * phw + e] = (col >= 0 && col < W) ? xr[col] : T(0);
+              }
             }
-          const T* src = xr + col0 + m * u_lo;
-          for (int64_t v = 0; v < u_hi - u_lo; ++v)
-            for (int p = 0; p < m; ++p) pr[p * phw + u_lo + v] = src[m * v + p];
-          for (int64_t u = u_hi; u < ncol; ++u)
-            for (int p = 0; p < m; ++p) {
-              const int64_t col = col0 + m * u + p;
-              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
+            if (++j == bs) {  // next tile column, first image of the block
+              j = 0;
+              ++u;
+              xr -= (bs - 1) * C * plane;
+            } else {
+              xr += C * plane;
             }
+          }
         }
         T* vdst = Vbuf + c * ld + g.off;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V d[a][a], e[a][a];
           for (int i = 0; i < a; ++i)
             for (int q = 0; q < a; ++q)
-              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m);
+              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m * bs);
           for (int q = 0; q < a; ++q) {
             V col[a], o[a];
             for (int i = 0; i < a; ++i) col[i] = d[i][q];
@@ -345,7 +355,7 @@ struct Chunk {
       const int64_t nv = (g.cnt + L - 1) / L * L;
       for (int64_t k = k0; k < k1; ++k) {
         const T b = bias ? bias[k] : T(0);
-        T* yk = y + (g.n * K + k) * P * Q;
+        T* yk = y + (g.n0 * K + k) * P * Q;
         const T* msrc = Mbuf + (k - kbase) * ld + g.off;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V mm[a][a], e[m][a];
@@ -362,30 +372,28 @@ struct Chunk {
             for (int j = 0; j < m; ++j) S::store(ybuf[i][j], o[j] + b);
           }
           const int64_t nt = std::min<int64_t>(L, g.cnt - vb);
-          const int64_t tw = g.tw0 + vb;
-          // Whole tiles that fit in the row are interleaved back without checks.
-          const int64_t full = std::min<int64_t>(nt, (Q - tw * m) / m);
-          for (int i = 0; i < m; ++i) {
-            const int64_t row = g.th * m + i;
-            if (row >= P) break;
-            T* yr = yk + row * Q + tw * m;
-            for (int64_t u = 0; u < full; ++u)
-              for (int j = 0; j < m; ++j) yr[u * m + j] = ybuf[i][j][u];
-            if (full < nt)
-              for (int j = 0; j < m && (tw + full) * m + j < Q; ++j)
-                yr[full * m + j] = ybuf[i][j][full];
+          const int64_t rows = std::min<int64_t>(m, P - g.th * m);
+          int64_t u = (g.e0 + vb) / g.bs, jn = (g.e0 + vb) % g.bs;
+          for (int64_t l = 0; l < nt; ++l) {
+            T* yt = yk + jn * K * P * Q + g.th * m * Q + u * m;
+            const int64_t cols = std::min<int64_t>(m, Q - u * m);
+            if (cols == m) {
+              for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < m; ++j) yt[i * Q + j] = ybuf[i][j][l];
+            } else {
+              for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < cols; ++j) yt[i * Q + j] = ybuf[i][j][l];
+            }
+            if (++jn == g.bs) {
+              jn = 0;
+              ++u;
+            }
           }
         }
       }
     }
   }
 };
-
-// Even split of [0, n) into `parts`: the part-th range.
-inline void split(int64_t n, int parts, int part, int64_t& lo, int64_t& hi) {
-  lo = n * part / parts;
-  hi = n * (part + 1) / parts;
-}
 
 template <class T, int m, class Tap>
 void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bias, T* y) {
@@ -418,8 +426,11 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
   }
   const int64_t nchunks = (NT + Tc - 1) / Tc;
   const int64_t ld = Tc + L;  // slack: a segment's last vector may spill past its tiles
-  const int64_t TWV = (std::min(TW, Tc) + L - 1) / L * L;  // longest segment, rounded
-  const CH ch{s, TW, tiles_img, Kp, ld, TWV + 2};
+  // Enough images per block that a tile row of the block spans >= 4 vectors (small
+  // images would otherwise leave most vector lanes idle in the transforms).
+  const int64_t NB = std::max<int64_t>(1, std::min<int64_t>(s.N, (4 * L + TW - 1) / TW));
+  const int64_t seg_max = (std::min(TW * NB, Tc) + L - 1) / L * L;  // longest run, rounded
+  const CH ch{s, TW, tiles_img, Kp, ld, seg_max + NB, NB};
 
   if (!fused) {
     T* U = workspace<T>(0, size_t(A2) * Kp * C);
@@ -450,9 +461,9 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
   std::vector<Segment> segs;
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
   constexpr int64_t KG = 8;
+  const int64_t CI = 16, CB = (C + CI - 1) / CI;  // input transform: channels per piece
 #pragma omp parallel num_threads(nth)
   {
-    const int me = omp_get_thread_num(), team = omp_get_num_threads();
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
     std::vector<T> wt(filter_scratch<T>(C), T(0));
     std::vector<T> Ublk(size_t(A2) * KG * MR * C);
@@ -462,15 +473,17 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
       const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
 #pragma omp single
       ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
-      int64_t lo, hi;
-      split(C, team, me, lo, hi);
-      ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
-#pragma omp barrier
-      split(KB, team, me, lo, hi);
-      // KG micro-panels of filters per pass: each V block (C x TB) loaded into cache is
-      // used by KG * MR filters before the next one, so V streams KB / KG times, not KB.
-      for (int64_t kg = lo; kg < hi; kg += KG) {
-        const int64_t nkb = std::min<int64_t>(KG, hi - kg), k0 = kg * MR;
+      // Both loops hand out small pieces on demand (and end in a barrier): on a shared
+      // machine a thread that loses its core for a while then delays the others by
+      // one piece, not by its whole half of the work.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t cb = 0; cb < CB; ++cb)
+        ch.input(segs, cb * CI, std::min(C, (cb + 1) * CI), x, Vbuf, phbuf.data());
+      // KG micro-panels of filters per piece: each V block loaded into cache is used by
+      // KG * MR filters before the next one, so V streams KB / KG times, not KB.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t kg = 0; kg < KB; kg += KG) {
+        const int64_t nkb = std::min<int64_t>(KG, KB - kg), k0 = kg * MR;
         const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
         for (int64_t i = 0; i < rows; ++i)
           filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), rows, i, wt.data());
@@ -478,16 +491,17 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
           const T* Vx = Vbuf + size_t(xi) * C * ld;
           const T* Ux = Ublk.data() + size_t(xi) * rows * C;
           T* Mx = Mblk.data() + size_t(xi) * rows * ld;
-          for (int64_t tb = 0; tb < tcols; tb += TB)
-            for (int64_t b = 0; b < nkb; ++b) {
-              const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
-              if (kvb <= 0) break;
+          // Panel-outer: the MR x C filter panel stays in L1 while the V columns of the
+          // chunk (an L2-sized block) stream past it.
+          for (int64_t b = 0; b < nkb; ++b) {
+            const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
+            if (kvb <= 0) break;
+            for (int64_t tb = 0; tb < tcols; tb += TB)
               micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb, ld, Mx + b * MR * ld + tb, ld, kvb);
-            }
+          }
         }
         ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
       }
-#pragma omp barrier
     }
   }
 }
