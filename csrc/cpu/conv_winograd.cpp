@@ -28,6 +28,10 @@
 
 #include <omp.h>
 
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+#include <immintrin.h>
+#endif
+
 namespace fc {
 namespace FC_ISA {
 
@@ -132,32 +136,92 @@ struct FilterTr<4, T, V> {
   }
 };
 
+// Where the taps of the bank live: tap (r, q) of filter k, channel c is
+// w[k * fs + c * cs + (flip ? 8 - 3r - q : 3r + q)]. The forward reads w[k][c][3][3]
+// (cs = 9); the backward reads the same array as the transposed, flipped bank (fs = 9,
+// cs = 9C), so neither needs a rearranged copy of the weights.
+template <class T>
+struct Taps {
+  const T* w;
+  int64_t fs, cs;
+  bool flip;
+};
+
+// Lanes l < n of the vector are p[l * cs]; the rest are zero.
+template <class T>
+struct TapGather {
+  using S = Simd<T>;
+  using V = typename S::V;
+  static constexpr int L = S::L;
+  int64_t cs;
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+  // Hardware gathers take 32-bit lane offsets; wider strides take the scalar path.
+  bool hw;
+  explicit TapGather(int64_t cs_) : cs(cs_), hw(cs_ * L < (int64_t(1) << 31)) {}
+#else
+  explicit TapGather(int64_t cs_) : cs(cs_) {}
+#endif
+  V load(const T* p, int64_t n) const {
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+    if (hw && n == L) return hw_load(p);
+#endif
+    alignas(64) T tmp[L] = {};
+    for (int64_t l = 0; l < n; ++l) tmp[l] = p[l * cs];
+    return S::load(tmp);
+  }
+#if defined(FC_ISA_avx512)
+  V hw_load(const T* p) const {
+    if constexpr (sizeof(T) == 4) {
+      const __m512i idx = _mm512_mullo_epi32(
+          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+          _mm512_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm512_i32gather_ps(idx, p, 4));
+    } else {
+      const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm512_i32gather_pd(idx, p, 8));
+    }
+  }
+#elif defined(FC_ISA_avx2)
+  V hw_load(const T* p) const {
+    if constexpr (sizeof(T) == 4) {
+      const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm256_i32gather_ps(p, idx, 4));
+    } else {
+      const __m128i idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3),
+                                          _mm_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm256_i32gather_pd(p, idx, 8));
+    }
+  }
+#endif
+};
+
 // Row `row` of U[xi][rows][C] = (G g_{k,c} G^T)[xi] for filter k (zero if k >= K),
-// vectorised over c. filt(k, r, s, c) gives a filter tap; wt is scratch of 9*Cv + L.
-template <class T, int m, class Tap>
-void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t rows,
-                int64_t row, T* wt) {
+// vectorised over c: the taps of L channels are gathered straight from the bank.
+template <class T, int m>
+void filter_row(int64_t k, int64_t K, int64_t C, const Taps<T>& tp, T* U, int64_t rows,
+                int64_t row) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L, a = m + 2;
-  const int64_t Cv = (C + L - 1) / L * L;
   if (k >= K) {
     for (int xi = 0; xi < a * a; ++xi)
       std::fill(U + (xi * rows + row) * C, U + (xi * rows + row + 1) * C, T(0));
     return;
   }
+  const TapGather<T> gat(tp.cs);
   alignas(64) T tmp[L];
-  for (int rs = 0; rs < 9; ++rs)
-    for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
   for (int64_t c = 0; c < C; c += L) {
+    const int64_t nc = std::min<int64_t>(L, C - c);
+    const T* base = tp.w + k * tp.fs + c * tp.cs;
     V g[3][3], t[a][3];
-    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt + rs * Cv + c);
+    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = gat.load(base + (tp.flip ? 8 - rs : rs), nc);
     for (int q = 0; q < 3; ++q) {
       V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
       FilterTr<m, T, V>::run(col, o);
       for (int r = 0; r < a; ++r) t[r][q] = o[r];
     }
-    const int64_t nc = std::min<int64_t>(L, C - c);
     for (int r = 0; r < a; ++r) {
       V o[a];
       FilterTr<m, T, V>::run(t[r], o);
@@ -174,21 +238,11 @@ void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t 
   }
 }
 
-template <class T>
-size_t filter_scratch(int64_t C) {
-  constexpr int L = Simd<T>::L;
-  return size_t(9) * ((C + L - 1) / L * L) + L;
-}
-
 // The whole U[xi][Kp][C], in parallel over filters.
-template <class T, int m, class Tap>
-void transform_filters(int64_t K, int64_t Kp, int64_t C, const Tap& filt, T* U) {
-#pragma omp parallel num_threads(threads_for(Kp, C * 300))
-  {
-    std::vector<T> wt(filter_scratch<T>(C), T(0));
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, filt, U, Kp, k, wt.data());
-  }
+template <class T, int m>
+void transform_filters(int64_t K, int64_t Kp, int64_t C, const Taps<T>& tp, T* U) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(Kp, C * 300))
+  for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, tp, U, Kp, k);
 }
 
 // M[0..kv)[0..NR*L) (+)= U (MR rows of ldu) * V (C rows of ldv), kv <= MR; with
@@ -395,8 +449,8 @@ struct Chunk {
   }
 };
 
-template <class T, int m, class Tap>
-void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bias, T* y) {
+template <class T, int m>
+void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* bias, T* y) {
   using CH = Chunk<T, m>;
   constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
   const int64_t C = s.C, K = s.K;
@@ -434,7 +488,7 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
 
   if (!fused) {
     T* U = workspace<T>(0, size_t(A2) * Kp * C);
-    transform_filters<T, m>(K, Kp, C, filt, U);
+    transform_filters<T, m>(K, Kp, C, tp, U);
     const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
@@ -465,7 +519,6 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
 #pragma omp parallel num_threads(nth)
   {
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
-    std::vector<T> wt(filter_scratch<T>(C), T(0));
     std::vector<T> Ublk(size_t(A2) * KG * MR * C);
     std::vector<T> Mblk(size_t(A2) * KG * MR * ld, T(0));
     for (int64_t c = 0; c < nchunks; ++c) {
@@ -486,7 +539,7 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
         const int64_t nkb = std::min<int64_t>(KG, KB - kg), k0 = kg * MR;
         const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
         for (int64_t i = 0; i < rows; ++i)
-          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), rows, i, wt.data());
+          filter_row<T, m>(k0 + i, K, C, tp, Ublk.data(), rows, i);
         for (int xi = 0; xi < A2; ++xi) {
           const T* Vx = Vbuf + size_t(xi) * C * ld;
           const T* Ux = Ublk.data() + size_t(xi) * rows * C;
@@ -508,10 +561,7 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
 
 template <class T, int m>
 void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t C = s.C;
-  winograd_core<T, m>(
-      s, x, [w, C](int64_t k, int r, int q, int64_t c) { return w[((k * C + c) * 3 + r) * 3 + q]; },
-      bias, y);
+  winograd_core<T, m>(s, x, Taps<T>{w, 9 * s.C, 9, false}, bias, y);
 }
 
 template <class T, int m>
@@ -523,13 +573,7 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
   t.K = s.C; t.R = 3; t.S = 3; t.P = s.H; t.Q = s.W;
   t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
   t.ph = 2 - s.ph; t.pw = 2 - s.pw;
-  const int64_t C = s.C;
-  winograd_core<T, m>(
-      t, gy,
-      [w, C](int64_t c, int r, int q, int64_t k) {
-        return w[((k * C + c) * 3 + (2 - r)) * 3 + (2 - q)];
-      },
-      static_cast<const T*>(nullptr), gx);
+  winograd_core<T, m>(t, gy, Taps<T>{w, 9, 9 * s.C, true}, static_cast<const T*>(nullptr), gx);
 }
 
 }  // namespace
