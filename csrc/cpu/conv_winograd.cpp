@@ -3,19 +3,23 @@
 //
 //   y = A^T [ (G g G^T) . (B^T d B) ] A      per m x m output tile, per channel pair
 //
-// Layout of the work, per chunk of Tc output tiles (the tile index runs over n, tile row,
-// tile column, so small images still fill the vectors):
-//   1. input transform: V[xi][c][t] = (B^T d_{c,t} B)[xi], vectorised over t (consecutive
-//      tiles in a tile row). The tile's input columns m*t + s are gathered once per row
-//      into m "phase" rows (ph_p[u] = x[m*u + p]), so every B^T d B operand is a contiguous
-//      vector load and padding / partial tiles are plain zeros in that row buffer.
+// Layout of the work, per chunk of Tc output tiles. Tiles are numbered by blocks of NB
+// images and, inside a block, by (tile row, tile column, image): a tile row of the whole
+// block is one run of consecutive tiles, so 7x7 and 14x14 planes (2 to 4 tiles a row)
+// still fill the vectors.
+//   1. input transform: V[xi][c][t] = (B^T d_{c,t} B)[xi], vectorised over t. The
+//      tiles' input columns are gathered once per row into m "phase" rows
+//      (ph_p[e] = x[image][m*u + p] for entry e = u * bs + image), so every B^T d B
+//      operand is a contiguous vector load and padding / partial tiles are plain zeros
+//      in that row buffer. V is stored in panels of TB tile columns ([panel][C][TB]) so
+//      the micro-kernel streams it sequentially.
 //   2. (m+2)^2 independent GEMMs M[xi] = U[xi] (K x C) * V[xi] (C x Tc), done by a
-//      register-blocked micro-kernel (MR filters x NR vectors of tiles). U is packed once
-//      per call as [xi][K/MR][C][MR] so the broadcasts are contiguous.
+//      register-blocked micro-kernel (MR filters x NR vectors of tiles).
 //   3. output transform y = A^T M A (+ bias), vectorised over t, scattered to NCHW with
 //      bottom / right partial tiles clipped.
-// Chunks are independent (each writes its own tiles of y), so threads take whole chunks;
-// the per-thread buffers are bounded by the chunk size, not by the problem.
+// Small filter banks: U is computed once and threads take whole chunks of tiles (private
+// mode). Large ones (the deep layers): threads share a chunk and take pieces of filters,
+// transforming each piece's filters just before multiplying them (fused mode).
 //
 // Backward-data of a stride-1 correlation is a correlation of grad_out with the kernel
 // flipped in space and transposed K <-> C, padded by (2 - top, 2 - left): the same code.
@@ -60,9 +64,14 @@ struct Simd {
 };
 
 // Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
-// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE) and leaves
-// room on AVX-512.
+// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE). AVX-512 has
+// 32: 12 x 2 halves the V traffic per flop (the V rows stream from L2 in the deep
+// layers and that stream, not the FMAs, is what limits the 6 x 2 kernel there).
+#if defined(FC_ISA_avx512)
+constexpr int MR = 12;
+#else
 constexpr int MR = 6;
+#endif
 constexpr int NR = 2;
 
 // ---- 1-D transforms (applied to rows, then to columns) ----------------------------
@@ -253,7 +262,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
   using S = Simd<T>;
   using V = typename S::V;
   V acc[MR][NR];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
@@ -262,7 +271,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
     V b[NR];
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) b[j] = S::load(Vp + c * ldv + j * S::L);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const V u = S::splat(Up[i * ldu + c]);
 #pragma GCC unroll 4
@@ -270,7 +279,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
     }
   }
   if (kv == MR) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) S::store(Mp + i * ldm + j * S::L, acc[i][j]);
@@ -280,6 +289,15 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
   }
 }
 
+// Rows of V and M are whole vectors apart (ld is a multiple of L), so with a 64-byte
+// aligned base no vector load straddles two cache lines (malloc'd memory is only 16-byte
+// aligned, which made every other V load of the micro-kernel a split load).
+template <class T>
+T* align64(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
+}
+
 // Calling-thread workspace that keeps its largest size between calls: the filter
 // transform U of a 512x512 layer is ~38 MB, and a fresh allocation every call costs
 // more in page faults (first touch of new pages) than the filter transform itself.
@@ -287,13 +305,23 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
 template <class T>
 T* workspace(int slot, size_t n) {
   thread_local std::vector<T> buf[3];
-  if (buf[slot].size() < n) {
+  constexpr size_t pad = 64 / sizeof(T);
+  if (buf[slot].size() < n + pad) {
     buf[slot].clear();
     buf[slot].shrink_to_fit();
-    buf[slot].resize(n);
+    buf[slot].resize(n + pad);
   }
-  return buf[slot].data();
+  return align64(buf[slot].data());
 }
+
+// A zero-filled buffer of n elements whose data() is 64-byte aligned.
+template <class T>
+struct AlignedBuf {
+  std::vector<T> v;
+  T* p;
+  explicit AlignedBuf(size_t n) : v(n + 64 / sizeof(T), T(0)), p(align64(v.data())) {}
+  T* data() { return p; }
+};
 
 // One run of consecutive tiles of one tile row th inside a chunk. Tiles are numbered
 // image block by image block; inside a block of bs images (n0 .. n0 + bs) the order is
@@ -313,6 +341,24 @@ struct Chunk {
   static constexpr int L = S::L, a = m + 2, A2 = a * a, TB = NR * L;
   const ConvShape& s;
   int64_t TW, tiles_img, Kp, ld, phw, NB;  // NB: images interleaved per block
+  int64_t vsz;  // V of one transform element: panels of TB tile columns, [panel][C][TB]
+
+  // Column col of V (row 0 at p) = the L lanes of o. A run of tiles can start anywhere,
+  // so the vector may straddle two panels. Lanes past the run's end land on columns
+  // the next run overwrites (or that are never written back).
+  void store_v(T* p, int64_t col, V o) const {
+    const int64_t w = col % TB;
+    T* dst = p + (col - w) * s.C + w;
+    if (w + L <= TB) {
+      S::store(dst, o);
+    } else {
+      alignas(64) T tmp[L];
+      S::store(tmp, o);
+      for (int64_t l = 0; l < TB - w; ++l) dst[l] = tmp[l];
+      T* nxt = p + (col - w + TB) * s.C;
+      for (int64_t l = TB - w; l < L; ++l) nxt[l - (TB - w)] = tmp[l];
+    }
+  }
 
   // Splits tiles [t0, t1) into runs of one tile row of one image block.
   void segments(int64_t t0, int64_t t1, std::vector<Segment>& segs) const {
@@ -365,7 +411,7 @@ struct Chunk {
             }
           }
         }
-        T* vdst = Vbuf + c * ld + g.off;
+        T* vdst = Vbuf + c * TB;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V d[a][a], e[a][a];
           for (int i = 0; i < a; ++i)
@@ -380,7 +426,7 @@ struct Chunk {
           for (int i = 0; i < a; ++i) {
             V o[a];
             Tr<m, V>::in(e[i], o);
-            for (int q = 0; q < a; ++q) S::store(vdst + (i * a + q) * C * ld + vb, o[q]);
+            for (int q = 0; q < a; ++q) store_v(vdst + (i * a + q) * vsz, g.off + vb, o[q]);
           }
         }
       }
@@ -393,10 +439,10 @@ struct Chunk {
     for (int64_t wi = w0; wi < w1; ++wi) {
       const int64_t xi = wi / KB, kb = wi % KB;
       const T* Ux = U + (xi * Kp + kb * MR) * C;
-      const T* Vx = Vbuf + xi * C * ld;
+      const T* Vx = Vbuf + xi * vsz;
       T* Mx = Mbuf + (xi * K + kb * MR) * ld;
       const int kv = static_cast<int>(std::min<int64_t>(MR, K - kb * MR));
-      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb, ld, Mx + tb, ld, kv);
+      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb * C, TB, Mx + tb, ld, kv);
     }
   }
 
@@ -484,7 +530,8 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
   // images would otherwise leave most vector lanes idle in the transforms).
   const int64_t NB = std::max<int64_t>(1, std::min<int64_t>(s.N, (4 * L + TW - 1) / TW));
   const int64_t seg_max = (std::min(TW * NB, Tc) + L - 1) / L * L;  // longest run, rounded
-  const CH ch{s, TW, tiles_img, Kp, ld, seg_max + NB, NB};
+  const int64_t vsz = (Tc + TB) * C;  // one panel of slack for the last run's spill
+  const CH ch{s, TW, tiles_img, Kp, ld, seg_max + NB, NB, vsz};
 
   if (!fused) {
     T* U = workspace<T>(0, size_t(A2) * Kp * C);
@@ -492,8 +539,8 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
     const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
-      std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
-      std::vector<T> Mbuf(size_t(A2) * K * ld, T(0));
+      AlignedBuf<T> Vbuf(size_t(A2) * vsz);
+      AlignedBuf<T> Mbuf(size_t(A2) * K * ld);
       std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
       std::vector<Segment> segs;
 #pragma omp for schedule(dynamic, 1)
@@ -510,17 +557,17 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
 
   // Zeroed: columns past the last tile are multiplied but never written back, and
   // stale values there could be denormals that slow the GEMM down.
-  T* Vbuf = workspace<T>(1, size_t(A2) * C * ld);
-  std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
+  T* Vbuf = workspace<T>(1, size_t(A2) * vsz);
+  std::fill(Vbuf, Vbuf + size_t(A2) * vsz, T(0));
   std::vector<Segment> segs;
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
-  constexpr int64_t KG = 8;
+  constexpr int64_t KG = 48 / MR;  // 48 filters per piece
   const int64_t CI = 16, CB = (C + CI - 1) / CI;  // input transform: channels per piece
 #pragma omp parallel num_threads(nth)
   {
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
-    std::vector<T> Ublk(size_t(A2) * KG * MR * C);
-    std::vector<T> Mblk(size_t(A2) * KG * MR * ld, T(0));
+    AlignedBuf<T> Ublk(size_t(A2) * KG * MR * C);
+    AlignedBuf<T> Mblk(size_t(A2) * KG * MR * ld);
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
       const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
@@ -541,7 +588,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
         for (int64_t i = 0; i < rows; ++i)
           filter_row<T, m>(k0 + i, K, C, tp, Ublk.data(), rows, i);
         for (int xi = 0; xi < A2; ++xi) {
-          const T* Vx = Vbuf + size_t(xi) * C * ld;
+          const T* Vx = Vbuf + size_t(xi) * vsz;
           const T* Ux = Ublk.data() + size_t(xi) * rows * C;
           T* Mx = Mblk.data() + size_t(xi) * rows * ld;
           // Panel-outer: the MR x C filter panel stays in L1 while the V columns of the
@@ -550,7 +597,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
             const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
             if (kvb <= 0) break;
             for (int64_t tb = 0; tb < tcols; tb += TB)
-              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb, ld, Mx + b * MR * ld + tb, ld, kvb);
+              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb * C, TB, Mx + b * MR * ld + tb, ld, kvb);
           }
         }
         ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
