@@ -170,6 +170,21 @@ def test_winograd_image_blocks_vs_torch(name, xs, kp, algo):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
+def test_winograd_workspace_reuse(algo):
+    """The calling thread's workspace keeps what earlier calls left in it (here NaN and
+    inf from a poisoned input); a later, smaller call must not pick any of it up."""
+    x, w, _ = conv_inputs((5, 256, 7, 7), (200, 256, 3, 3), np.float32)
+    x[:, :, 3, 3] = np.nan
+    x[:, :, 0, 0] = np.inf
+    fastconv.conv2d(x, w, padding=1, algo=algo, backend="native")
+    x2, w2, b2 = conv_inputs((3, 240, 5, 6), (210, 240, 3, 3), np.float32, seed=3)
+    y = fastconv.conv2d(x2, w2, b2, padding=1, algo=algo, backend="native")
+    assert np.isfinite(y).all()
+    y_ref = fastconv.conv2d(x2, w2, b2, padding=1, backend="reference")
+    assert_close(y, y_ref, np.float32, 240 * 9, f"{algo} after a poisoned call")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("kw,ws", [(dict(stride=2, padding=1), (4, 3, 3, 3)),
                                    (dict(padding=2), (4, 3, 5, 5)),
                                    (dict(padding=2, dilation=2), (4, 3, 3, 3))])

@@ -64,14 +64,9 @@ struct Simd {
 };
 
 // Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
-// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE). AVX-512 has
-// 32: 12 x 2 halves the V traffic per flop (the V rows stream from L2 in the deep
-// layers and that stream, not the FMAs, is what limits the 6 x 2 kernel there).
-#if defined(FC_ISA_avx512)
-constexpr int MR = 12;
-#else
+// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE). On AVX-512
+// a 12 x 2 block measured no faster once V was aligned and panel-packed.
 constexpr int MR = 6;
-#endif
 constexpr int NR = 2;
 
 // ---- 1-D transforms (applied to rows, then to columns) ----------------------------
@@ -262,7 +257,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
   using S = Simd<T>;
   using V = typename S::V;
   V acc[MR][NR];
-#pragma GCC unroll 16
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j)
@@ -271,7 +266,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
     V b[NR];
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) b[j] = S::load(Vp + c * ldv + j * S::L);
-#pragma GCC unroll 16
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const V u = S::splat(Up[i * ldu + c]);
 #pragma GCC unroll 4
@@ -279,7 +274,7 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
     }
   }
   if (kv == MR) {
-#pragma GCC unroll 16
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) S::store(Mp + i * ldm + j * S::L, acc[i][j]);
@@ -555,10 +550,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
     return;
   }
 
-  // Zeroed: columns past the last tile are multiplied but never written back, and
-  // stale values there could be denormals that slow the GEMM down.
   T* Vbuf = workspace<T>(1, size_t(A2) * vsz);
-  std::fill(Vbuf, Vbuf + size_t(A2) * vsz, T(0));
   std::vector<Segment> segs;
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
   constexpr int64_t KG = 48 / MR;  // 48 filters per piece
@@ -577,8 +569,19 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
       // machine a thread that loses its core for a while then delays the others by
       // one piece, not by its whole half of the work.
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t cb = 0; cb < CB; ++cb)
-        ch.input(segs, cb * CI, std::min(C, (cb + 1) * CI), x, Vbuf, phbuf.data());
+      for (int64_t cb = 0; cb < CB; ++cb) {
+        const int64_t c0 = cb * CI, c1 = std::min(C, (cb + 1) * CI);
+        ch.input(segs, c0, c1, x, Vbuf, phbuf.data());
+        // Columns past the last tile are multiplied but never written back; the
+        // workspace may hold anything there from an earlier call (denormals would slow
+        // the GEMM down), so they are zeroed: only the tail of the last panel.
+        if (tcols > t1 - t0)
+          for (int xi = 0; xi < A2; ++xi)
+            for (int64_t c = c0; c < c1; ++c) {
+              T* row = Vbuf + xi * vsz + (tcols - TB) * C + c * TB;
+              std::fill(row + (t1 - t0) - (tcols - TB), row + TB, T(0));
+            }
+      }
       // KG micro-panels of filters per piece: each V block loaded into cache is used by
       // KG * MR filters before the next one, so V streams KB / KG times, not KB.
 #pragma omp for schedule(dynamic, 1)
