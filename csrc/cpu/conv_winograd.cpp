@@ -293,13 +293,14 @@ T* align64(T* p) {
   return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
 }
 
-// Calling-thread workspace that keeps its largest size between calls: the filter
-// transform U of a 512x512 layer is ~38 MB, and a fresh allocation every call costs
-// more in page faults (first touch of new pages) than the filter transform itself.
-// Freed when the calling thread exits.
+// Per-thread workspace (the calling thread's, or an OpenMP worker's) that keeps its
+// largest size between calls: a fresh multi-megabyte allocation every call costs more in
+// page faults (first touch of new pages) than the transform that fills it. Slots:
+// 0 U (private mode), 1 the shared V (fused mode), 2 / 3 a thread's own V / M (private)
+// or U / M blocks (fused). Freed when the thread exits. Contents are never assumed.
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> buf[3];
+  thread_local std::vector<T> buf[4];
   constexpr size_t pad = 64 / sizeof(T);
   if (buf[slot].size() < n + pad) {
     buf[slot].clear();
@@ -309,14 +310,6 @@ T* workspace(int slot, size_t n) {
   return align64(buf[slot].data());
 }
 
-// A zero-filled buffer of n elements whose data() is 64-byte aligned.
-template <class T>
-struct AlignedBuf {
-  std::vector<T> v;
-  T* p;
-  explicit AlignedBuf(size_t n) : v(n + 64 / sizeof(T), T(0)), p(align64(v.data())) {}
-  T* data() { return p; }
-};
 
 // One run of consecutive tiles of one tile row th inside a chunk. Tiles are numbered
 // image block by image block; inside a block of bs images (n0 .. n0 + bs) the order is
@@ -337,6 +330,19 @@ struct Chunk {
   const ConvShape& s;
   int64_t TW, tiles_img, Kp, ld, phw, NB;  // NB: images interleaved per block
   int64_t vsz;  // V of one transform element: panels of TB tile columns, [panel][C][TB]
+
+  // Columns past the last tile (used .. the end of its panel) are multiplied but never
+  // written back; the workspace may hold anything there from an earlier call
+  // (denormals would slow the GEMM down), so they are zeroed for channels [c0, c1).
+  void zero_tail(int64_t c0, int64_t c1, int64_t used, T* Vbuf) const {
+    const int64_t tcols = (used + TB - 1) / TB * TB;
+    if (tcols == used) return;
+    for (int xi = 0; xi < A2; ++xi)
+      for (int64_t c = c0; c < c1; ++c) {
+        T* row = Vbuf + xi * vsz + (tcols - TB) * s.C + c * TB;
+        std::fill(row + used - (tcols - TB), row + TB, T(0));
+      }
+  }
 
   // Column col of V (row 0 at p) = the L lanes of o. A run of tiles can start anywhere,
   // so the vector may straddle two panels. Lanes past the run's end land on columns
@@ -534,37 +540,37 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
     const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
-      AlignedBuf<T> Vbuf(size_t(A2) * vsz);
-      AlignedBuf<T> Mbuf(size_t(A2) * K * ld);
+      T* Vbuf = workspace<T>(2, size_t(A2) * vsz);
+      T* Mbuf = workspace<T>(3, size_t(A2) * K * ld);
       std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
       std::vector<Segment> segs;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t c = 0; c < nchunks; ++c) {
         const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
         ch.segments(t0, t1, segs);
-        ch.input(segs, 0, C, x, Vbuf.data(), phbuf.data());
-        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
-        ch.output(segs, 0, K, Mbuf.data(), 0, K * ld, bias, y);
+        ch.input(segs, 0, C, x, Vbuf, phbuf.data());
+        ch.zero_tail(0, C, t1 - t0, Vbuf);
+        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf, Mbuf);
+        ch.output(segs, 0, K, Mbuf, 0, K * ld, bias, y);
       }
     }
     return;
   }
 
   T* Vbuf = workspace<T>(1, size_t(A2) * vsz);
-  std::vector<Segment> segs;
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
   constexpr int64_t KG = 48 / MR;  // 48 filters per piece
   const int64_t CI = 16, CB = (C + CI - 1) / CI;  // input transform: channels per piece
 #pragma omp parallel num_threads(nth)
   {
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
-    AlignedBuf<T> Ublk(size_t(A2) * KG * MR * C);
-    AlignedBuf<T> Mblk(size_t(A2) * KG * MR * ld);
+    T* Ublk = workspace<T>(2, size_t(A2) * KG * MR * C);
+    T* Mblk = workspace<T>(3, size_t(A2) * KG * MR * ld);
+    std::vector<Segment> segs;
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
       const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
-#pragma omp single
-      ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
+      ch.segments(t0, t1, segs);  // each thread its own copy: no barrier needed
       // Both loops hand out small pieces on demand (and end in a barrier): on a shared
       // machine a thread that loses its core for a while then delays the others by
       // one piece, not by its whole half of the work.
@@ -572,15 +578,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
       for (int64_t cb = 0; cb < CB; ++cb) {
         const int64_t c0 = cb * CI, c1 = std::min(C, (cb + 1) * CI);
         ch.input(segs, c0, c1, x, Vbuf, phbuf.data());
-        // Columns past the last tile are multiplied but never written back; the
-        // workspace may hold anything there from an earlier call (denormals would slow
-        // the GEMM down), so they are zeroed: only the tail of the last panel.
-        if (tcols > t1 - t0)
-          for (int xi = 0; xi < A2; ++xi)
-            for (int64_t c = c0; c < c1; ++c) {
-              T* row = Vbuf + xi * vsz + (tcols - TB) * C + c * TB;
-              std::fill(row + (t1 - t0) - (tcols - TB), row + TB, T(0));
-            }
+        ch.zero_tail(c0, c1, t1 - t0, Vbuf);
       }
       // KG micro-panels of filters per piece: each V block loaded into cache is used by
       // KG * MR filters before the next one, so V streams KB / KG times, not KB.
@@ -589,11 +587,11 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
         const int64_t nkb = std::min<int64_t>(KG, KB - kg), k0 = kg * MR;
         const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
         for (int64_t i = 0; i < rows; ++i)
-          filter_row<T, m>(k0 + i, K, C, tp, Ublk.data(), rows, i);
+          filter_row<T, m>(k0 + i, K, C, tp, Ublk, rows, i);
         for (int xi = 0; xi < A2; ++xi) {
           const T* Vx = Vbuf + size_t(xi) * vsz;
-          const T* Ux = Ublk.data() + size_t(xi) * rows * C;
-          T* Mx = Mblk.data() + size_t(xi) * rows * ld;
+          const T* Ux = Ublk + size_t(xi) * rows * C;
+          T* Mx = Mblk + size_t(xi) * rows * ld;
           // Panel-outer: the MR x C filter panel stays in L1 while the V columns of the
           // chunk (an L2-sized block) stream past it.
           for (int64_t b = 0; b < nkb; ++b) {
@@ -603,7 +601,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
               micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb * C, TB, Mx + b * MR * ld + tb, ld, kvb);
           }
         }
-        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
+        ch.output(segs, k0, k0 + kv, Mblk, k0, rows * ld, bias, y);
       }
     }
   }
