@@ -559,7 +559,11 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
 
   T* Vbuf = workspace<T>(1, size_t(A2) * vsz);
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
-  constexpr int64_t KG = 48 / MR;  // 48 filters per piece
+  // Filter panels per piece: as many as keep the piece's transformed filters (A2 x KG*MR
+  // x C) within ~1 MB, i.e. in L2, where the GEMM reads them back. Fewer panels mean V
+  // streams from L3 more often, but measured faster than spilling U (2 at C = 512).
+  const int64_t KG = std::max<int64_t>(
+      1, std::min<int64_t>(8, (int64_t(1) << 20) / (int64_t(A2) * MR * C * int64_t(sizeof(T)))));
   const int64_t CI = 16, CB = (C + CI - 1) / CI;  // input transform: channels per piece
 #pragma omp parallel num_threads(nth)
   {
