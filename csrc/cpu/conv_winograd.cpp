@@ -252,7 +252,7 @@ void transform_filters(int64_t K, int64_t Kp, int64_t C, const Taps<T>& tp, T* U
 // M[0..kv)[0..NR*L) (+)= U (MR rows of ldu) * V (C rows of ldv), kv <= MR; with
 // `accumulate` the product is added to the kv rows already in M.
 template <class T>
-inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
+__attribute__((always_inline)) inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
                        T* __restrict Mp, int64_t ldm, int kv, bool accumulate = false) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -383,6 +383,8 @@ struct Chunk {
       // Phase rows: ph_p[e] = x[image e % bs][row][m * (e / bs) + p - pw] for the
       // entries the vectors read (one tile column past the last tile).
       const int64_t ne = nv + (a - 1) / m * bs;
+      const int64_t in_lo = (s.pw + m - 1) / m;          // first u with m*u - pw >= 0
+      const int64_t in_hi = W + s.pw >= m ? (W + s.pw - m) / m + 1 : 0;  // past the last
       for (int64_t c = c0; c < c1; ++c) {
         for (int i = 0; i < a; ++i) {
           const int64_t row = g.th * m - s.ph + i;
@@ -391,25 +393,27 @@ struct Chunk {
             for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ne, T(0));
             continue;
           }
-          int64_t u = g.e0 / bs, j = g.e0 % bs;
-          const T* xr = x + ((g.n0 + j) * C + c) * plane + row * W;
-          for (int64_t e = 0; e < ne; ++e) {
-            const int64_t col0 = m * u - s.pw;
-            if (col0 >= 0 && col0 + m <= W) {
-              for (int p = 0; p < m; ++p) pr[p * phw + e] = xr[col0 + p];
-            } else {
+          // Image by image: entries e = u * bs + j of image j are bs apart; the tile
+          // columns whose m inputs all lie inside the row are copied without checks.
+          for (int64_t j = 0; j < bs; ++j) {
+            const int64_t ua = (g.e0 + bs - 1 - j) / bs;  // first u with e >= e0
+            if (g.e0 + ne - 1 - j < 0) continue;
+            const int64_t ub = (g.e0 + ne - 1 - j) / bs + 1;  // past the last u with e < e0 + ne
+            if (ua >= ub) continue;
+            const T* xr = x + ((g.n0 + j) * C + c) * plane + row * W;
+            T* dst = pr + (ua * bs + j - g.e0);
+            const int64_t lo = std::min(ub, std::max(ua, in_lo)), hi = std::max(lo, std::min(ub, in_hi));
+            auto checked = [&](int64_t u) {
               for (int p = 0; p < m; ++p) {
-                const int64_t col = col0 + p;
-                pr[p * phw + e] = (col >= 0 && col < W) ? xr[col] : T(0);
+                const int64_t col = m * u - s.pw + p;
+                dst[p * phw] = (col >= 0 && col < W) ? xr[col] : T(0);
               }
-            }
-            if (++j == bs) {  // next tile column, first image of the block
-              j = 0;
-              ++u;
-              xr -= (bs - 1) * C * plane;
-            } else {
-              xr += C * plane;
-            }
+              dst += bs;
+            };
+            for (int64_t u = ua; u < lo; ++u) checked(u);
+            for (int64_t u = lo; u < hi; ++u, dst += bs)
+              for (int p = 0; p < m; ++p) dst[p * phw] = xr[m * u - s.pw + p];
+            for (int64_t u = hi; u < ub; ++u) checked(u);
           }
         }
         T* vdst = Vbuf + c * TB;
