@@ -353,11 +353,25 @@ struct Chunk {
     if (w + L <= TB) {
       S::store(dst, o);
     } else {
+      const int64_t n0 = TB - w;  // lanes that fit in this panel; the rest open the next
+      T* nxt = p + (col - w + TB) * s.C;
+#if defined(FC_ISA_avx512)
+      if constexpr (sizeof(T) == 4) {
+        const __m512 v = reinterpret_cast<__m512>(o);
+        const __mmask16 lo = static_cast<__mmask16>((1u << n0) - 1);
+        _mm512_mask_storeu_ps(dst, lo, v);
+        // Lanes n0.. go to nxt[0..]: shift them down, then store the low L - n0 lanes.
+        const __m512i sh = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(n0)));
+        _mm512_mask_storeu_ps(nxt, static_cast<__mmask16>((1u << (L - n0)) - 1),
+                              _mm512_permutexvar_ps(sh, v));
+        return;
+      }
+#endif
       alignas(64) T tmp[L];
       S::store(tmp, o);
-      for (int64_t l = 0; l < TB - w; ++l) dst[l] = tmp[l];
-      T* nxt = p + (col - w + TB) * s.C;
-      for (int64_t l = TB - w; l < L; ++l) nxt[l - (TB - w)] = tmp[l];
+      for (int64_t l = 0; l < n0; ++l) dst[l] = tmp[l];
+      for (int64_t l = n0; l < L; ++l) nxt[l - n0] = tmp[l];
     }
   }
 
