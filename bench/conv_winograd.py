@@ -159,6 +159,10 @@ def main():
         raise SystemExit("this benchmark compares against PyTorch, which is not installed")
     torch.set_num_threads(args.threads)
     fastconv.set_num_threads(args.threads)
+    # Also straight to the extension: fastconv.set_num_threads() before the native backend
+    # is first loaded is not yet passed on to it (the kernels would use every core).
+    from fastconv import _native
+    _native.set_num_threads(args.threads)
     layers = [L for L in LAYERS if not args.layers or any(s in L[0] for s in args.layers)]
     print(f"batch {args.batch}, {args.threads} threads, float32, best of {args.reps}; "
           f"% of a nominal {args.peak:.0f} GFLOP/s peak; ratio = torch ms / ours ms "

@@ -78,7 +78,8 @@ def test_winograd_vs_torch(name, xs, ws, kw, dtype, algo):
 @pytest.mark.parametrize("algo", ALGOS)
 # The last shape has a transformed filter bank over 3 MB: the fused (filter-blocked) path.
 @pytest.mark.parametrize("shape", [(2, 33, 17, 15, 20), (1, 64, 30, 30, 70),
-                                   (2, 320, 9, 10, 161)])
+                                   (2, 320, 9, 10, 161), (13, 24, 7, 9, 10),
+                                   (6, 192, 7, 7, 200)])
 def test_winograd_threads_agree(shape, algo, threads):
     """Each tile's arithmetic does not depend on how tiles are split between threads."""
     n, c, h, wd, k = shape
@@ -97,6 +98,90 @@ def test_winograd_threads_agree(shape, algo, threads):
     gx_ref, _, _ = fastconv.conv2d_backward(out[0][0], x, w, padding=1, need_weight_grad=False,
                                             need_bias_grad=False, backend="reference")
     assert_close(out[0][1], gx_ref, np.float32, k * 9, f"{shape} {algo} backward-data")
+
+
+# Small images are tiled several images at a time (a tile row of a block of images is
+# one run of tiles), so a run can start mid-image, the last block can hold fewer images,
+# and a chunk boundary can cut a run. Shapes (N, C, H, W, K, padding) chosen for that:
+# 7x7 / 14x14 ResNet-like planes, a batch that is not a multiple of the block, blocks of
+# one image left over, odd planes with partial tiles on both edges, a fused-mode layer
+# for both tile sizes (transformed filters over 3 MB) and one with several chunks of
+# tiles (fused for F(4,3) float32, private for F(2,3)).
+BLOCK_CASES = [
+    ("n16_7x7", (16, 8, 7, 7), (9, 1)),
+    ("n17_9x11", (17, 5, 9, 11), (6, 1)),
+    ("n11_30x30", (11, 3, 30, 30), (4, 1)),
+    ("n5_14x14_nopad", (5, 6, 14, 14), (7, 0)),
+    ("n3_5x6_pad2", (3, 4, 5, 6), (5, 2)),
+    ("n5_7x7_fused", (5, 256, 7, 7), (200, 1)),
+    ("n3_45x45_fused_2chunks", (3, 200, 45, 45), (130, 1)),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,xs,kp", BLOCK_CASES, ids=[c[0] for c in BLOCK_CASES])
+def test_winograd_image_blocks(name, xs, kp, dtype, algo, isa, threads):
+    if "fused" in name and isa != "avx512" and dtype == np.float64:
+        pytest.skip("the fused-mode shapes are slow on the narrow paths; f32 covers them")
+    k, pad = kp
+    x, w, b = conv_inputs(xs, (k, xs[1], 3, 3), dtype)
+    fastconv.set_num_threads(2)
+    y = fastconv.conv2d(x, w, b, padding=pad, algo=algo, backend="native")
+    y_ref, gy, gx_ref = _block_reference(name, dtype)
+    assert_close(y, y_ref, dtype, xs[1] * 9, f"{name} {algo} forward")
+    gx, _, _ = fastconv.conv2d_backward(gy, x, w, padding=pad, need_weight_grad=False,
+                                        need_bias_grad=False, algo=algo, backend="native")
+    assert_close(gx, gx_ref, dtype, k * 9, f"{name} {algo} backward-data")
+
+
+_BLOCK_REF = {}
+
+
+def _block_reference(name, dtype):
+    """(y, grad_out, grad_x) of a BLOCK_CASES shape by the reference backend, computed
+    once per shape and dtype (the float64 reference dominates these tests' time)."""
+    key = (name, np.dtype(dtype).name)
+    if key not in _BLOCK_REF:
+        _, xs, (k, pad) = next(c for c in BLOCK_CASES if c[0] == name)
+        x, w, b = conv_inputs(xs, (k, xs[1], 3, 3), dtype)
+        y = fastconv.conv2d(x, w, b, padding=pad, backend="reference")
+        gy = randn(y.shape, dtype, 7)
+        gx, _, _ = fastconv.conv2d_backward(gy, x, w, padding=pad, need_weight_grad=False,
+                                            need_bias_grad=False, backend="reference")
+        _BLOCK_REF[key] = (y, gy, gx)
+    return _BLOCK_REF[key]
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("name,xs,kp", BLOCK_CASES, ids=[c[0] for c in BLOCK_CASES])
+def test_winograd_image_blocks_vs_torch(name, xs, kp, algo):
+    k, pad = kp
+    x, w, b = conv_inputs(xs, (k, xs[1], 3, 3), np.float32)
+    y_t, gy, gx_t, _, _ = torch_conv(x, w, b, padding=pad)
+    y = fastconv.conv2d(x, w, b, padding=pad, algo=algo, backend="native")
+    assert_close(y, y_t, np.float32, xs[1] * 9, f"{name} {algo} forward vs torch")
+    gx, _, _ = fastconv.conv2d_backward(gy, x, w, padding=pad, need_weight_grad=False,
+                                        need_bias_grad=False, algo=algo, backend="native")
+    assert_close(gx, gx_t, np.float32, k * 9, f"{name} {algo} backward-data vs torch")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_winograd_workspace_reuse(algo):
+    """The calling thread's workspace keeps what earlier calls left in it (here NaN and
+    inf from a poisoned input); a later, smaller call must not pick any of it up."""
+    x, w, _ = conv_inputs((5, 256, 7, 7), (200, 256, 3, 3), np.float32)
+    x[:, :, 3, 3] = np.nan
+    x[:, :, 0, 0] = np.inf
+    fastconv.conv2d(x, w, padding=1, algo=algo, backend="native")
+    x2, w2, b2 = conv_inputs((3, 240, 5, 6), (210, 240, 3, 3), np.float32, seed=3)
+    y = fastconv.conv2d(x2, w2, b2, padding=1, algo=algo, backend="native")
+    assert np.isfinite(y).all()
+    y_ref = fastconv.conv2d(x2, w2, b2, padding=1, backend="reference")
+    assert_close(y, y_ref, np.float32, 240 * 9, f"{algo} after a poisoned call")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -3,19 +3,23 @@
 //
 //   y = A^T [ (G g G^T) . (B^T d B) ] A      per m x m output tile, per channel pair
 //
-// Layout of the work, per chunk of Tc output tiles (the tile index runs over n, tile row,
-// tile column, so small images still fill the vectors):
-//   1. input transform: V[xi][c][t] = (B^T d_{c,t} B)[xi], vectorised over t (consecutive
-//      tiles in a tile row). The tile's input columns m*t + s are gathered once per row
-//      into m "phase" rows (ph_p[u] = x[m*u + p]), so every B^T d B operand is a contiguous
-//      vector load and padding / partial tiles are plain zeros in that row buffer.
+// Layout of the work, per chunk of Tc output tiles. Tiles are numbered by blocks of NB
+// images and, inside a block, by (tile row, tile column, image): a tile row of the whole
+// block is one run of consecutive tiles, so 7x7 and 14x14 planes (2 to 4 tiles a row)
+// still fill the vectors.
+//   1. input transform: V[xi][c][t] = (B^T d_{c,t} B)[xi], vectorised over t. The
+//      tiles' input columns are gathered once per row into m "phase" rows
+//      (ph_p[e] = x[image][m*u + p] for entry e = u * bs + image), so every B^T d B
+//      operand is a contiguous vector load and padding / partial tiles are plain zeros
+//      in that row buffer. V is stored in panels of TB tile columns ([panel][C][TB]) so
+//      the micro-kernel streams it sequentially.
 //   2. (m+2)^2 independent GEMMs M[xi] = U[xi] (K x C) * V[xi] (C x Tc), done by a
-//      register-blocked micro-kernel (MR filters x NR vectors of tiles). U is packed once
-//      per call as [xi][K/MR][C][MR] so the broadcasts are contiguous.
+//      register-blocked micro-kernel (MR filters x NR vectors of tiles).
 //   3. output transform y = A^T M A (+ bias), vectorised over t, scattered to NCHW with
 //      bottom / right partial tiles clipped.
-// Chunks are independent (each writes its own tiles of y), so threads take whole chunks;
-// the per-thread buffers are bounded by the chunk size, not by the problem.
+// Small filter banks: U is computed once and threads take whole chunks of tiles (private
+// mode). Large ones (the deep layers): threads share a chunk and take pieces of filters,
+// transforming each piece's filters just before multiplying them (fused mode).
 //
 // Backward-data of a stride-1 correlation is a correlation of grad_out with the kernel
 // flipped in space and transposed K <-> C, padded by (2 - top, 2 - left): the same code.
@@ -27,6 +31,10 @@
 #include <vector>
 
 #include <omp.h>
+
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+#include <immintrin.h>
+#endif
 
 namespace fc {
 namespace FC_ISA {
@@ -51,12 +59,13 @@ struct Simd {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static V splat(T s) { return V{} + s; }
+  // s - 0 is exactly s (x + 0 is not, for x = -0), so this folds to one broadcast.
+  static V splat(T s) { return s - V{}; }
 };
 
 // Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
-// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE) and leaves
-// room on AVX-512.
+// accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE). On AVX-512
+// a 12 x 2 block measured no faster once V was aligned and panel-packed.
 constexpr int MR = 6;
 constexpr int NR = 2;
 
@@ -131,32 +140,92 @@ struct FilterTr<4, T, V> {
   }
 };
 
+// Where the taps of the bank live: tap (r, q) of filter k, channel c is
+// w[k * fs + c * cs + (flip ? 8 - 3r - q : 3r + q)]. The forward reads w[k][c][3][3]
+// (cs = 9); the backward reads the same array as the transposed, flipped bank (fs = 9,
+// cs = 9C), so neither needs a rearranged copy of the weights.
+template <class T>
+struct Taps {
+  const T* w;
+  int64_t fs, cs;
+  bool flip;
+};
+
+// Lanes l < n of the vector are p[l * cs]; the rest are zero.
+template <class T>
+struct TapGather {
+  using S = Simd<T>;
+  using V = typename S::V;
+  static constexpr int L = S::L;
+  int64_t cs;
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+  // Hardware gathers take 32-bit lane offsets; wider strides take the scalar path.
+  bool hw;
+  explicit TapGather(int64_t cs_) : cs(cs_), hw(cs_ * L < (int64_t(1) << 31)) {}
+#else
+  explicit TapGather(int64_t cs_) : cs(cs_) {}
+#endif
+  V load(const T* p, int64_t n) const {
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+    if (hw && n == L) return hw_load(p);
+#endif
+    alignas(64) T tmp[L] = {};
+    for (int64_t l = 0; l < n; ++l) tmp[l] = p[l * cs];
+    return S::load(tmp);
+  }
+#if defined(FC_ISA_avx512)
+  V hw_load(const T* p) const {
+    if constexpr (sizeof(T) == 4) {
+      const __m512i idx = _mm512_mullo_epi32(
+          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+          _mm512_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm512_i32gather_ps(idx, p, 4));
+    } else {
+      const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm512_i32gather_pd(idx, p, 8));
+    }
+  }
+#elif defined(FC_ISA_avx2)
+  V hw_load(const T* p) const {
+    if constexpr (sizeof(T) == 4) {
+      const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm256_i32gather_ps(p, idx, 4));
+    } else {
+      const __m128i idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3),
+                                          _mm_set1_epi32(static_cast<int>(cs)));
+      return reinterpret_cast<V>(_mm256_i32gather_pd(p, idx, 8));
+    }
+  }
+#endif
+};
+
 // Row `row` of U[xi][rows][C] = (G g_{k,c} G^T)[xi] for filter k (zero if k >= K),
-// vectorised over c. filt(k, r, s, c) gives a filter tap; wt is scratch of 9*Cv + L.
-template <class T, int m, class Tap>
-void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t rows,
-                int64_t row, T* wt) {
+// vectorised over c: the taps of L channels are gathered straight from the bank.
+template <class T, int m>
+void filter_row(int64_t k, int64_t K, int64_t C, const Taps<T>& tp, T* U, int64_t rows,
+                int64_t row) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L, a = m + 2;
-  const int64_t Cv = (C + L - 1) / L * L;
   if (k >= K) {
     for (int xi = 0; xi < a * a; ++xi)
       std::fill(U + (xi * rows + row) * C, U + (xi * rows + row + 1) * C, T(0));
     return;
   }
+  const TapGather<T> gat(tp.cs);
   alignas(64) T tmp[L];
-  for (int rs = 0; rs < 9; ++rs)
-    for (int64_t c = 0; c < C; ++c) wt[rs * Cv + c] = filt(k, rs / 3, rs % 3, c);
   for (int64_t c = 0; c < C; c += L) {
+    const int64_t nc = std::min<int64_t>(L, C - c);
+    const T* base = tp.w + k * tp.fs + c * tp.cs;
     V g[3][3], t[a][3];
-    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = S::load(wt + rs * Cv + c);
+    for (int rs = 0; rs < 9; ++rs) g[rs / 3][rs % 3] = gat.load(base + (tp.flip ? 8 - rs : rs), nc);
     for (int q = 0; q < 3; ++q) {
       V col[3] = {g[0][q], g[1][q], g[2][q]}, o[a];
       FilterTr<m, T, V>::run(col, o);
       for (int r = 0; r < a; ++r) t[r][q] = o[r];
     }
-    const int64_t nc = std::min<int64_t>(L, C - c);
     for (int r = 0; r < a; ++r) {
       V o[a];
       FilterTr<m, T, V>::run(t[r], o);
@@ -173,34 +242,26 @@ void filter_row(int64_t k, int64_t K, int64_t C, const Tap& filt, T* U, int64_t 
   }
 }
 
-template <class T>
-size_t filter_scratch(int64_t C) {
-  constexpr int L = Simd<T>::L;
-  return size_t(9) * ((C + L - 1) / L * L) + L;
-}
-
 // The whole U[xi][Kp][C], in parallel over filters.
-template <class T, int m, class Tap>
-void transform_filters(int64_t K, int64_t Kp, int64_t C, const Tap& filt, T* U) {
-#pragma omp parallel num_threads(threads_for(Kp, C * 300))
-  {
-    std::vector<T> wt(filter_scratch<T>(C), T(0));
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, filt, U, Kp, k, wt.data());
-  }
+template <class T, int m>
+void transform_filters(int64_t K, int64_t Kp, int64_t C, const Taps<T>& tp, T* U) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(Kp, C * 300))
+  for (int64_t k = 0; k < Kp; ++k) filter_row<T, m>(k, K, C, tp, U, Kp, k);
 }
 
-// M[0..kv)[0..NR*L) = U (MR rows of ldu) * V (C rows of ldv), kv <= MR.
+// M[0..kv)[0..NR*L) (+)= U (MR rows of ldu) * V (C rows of ldv), kv <= MR; with
+// `accumulate` the product is added to the kv rows already in M.
 template <class T>
-inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
-                       T* __restrict Mp, int64_t ldm, int kv) {
+__attribute__((always_inline)) inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* __restrict Vp, int64_t ldv,
+                       T* __restrict Mp, int64_t ldm, int kv, bool accumulate = false) {
   using S = Simd<T>;
   using V = typename S::V;
   V acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+    for (int j = 0; j < NR; ++j)
+      acc[i][j] = accumulate && i < kv ? S::load(Mp + i * ldm + j * S::L) : V{};
   for (int64_t c = 0; c < C; ++c) {
     V b[NR];
 #pragma GCC unroll 4
@@ -223,24 +284,40 @@ inline void micro_gemm(int64_t C, const T* __restrict Up, int64_t ldu, const T* 
   }
 }
 
-// Calling-thread workspace that keeps its largest size between calls: the filter
-// transform U of a 512x512 layer is ~38 MB, and a fresh allocation every call costs
-// more in page faults (first touch of new pages) than the filter transform itself.
-// Freed when the calling thread exits.
+// Rows of V and M are whole vectors apart (ld is a multiple of L), so with a 64-byte
+// aligned base no vector load straddles two cache lines (malloc'd memory is only 16-byte
+// aligned, which made every other V load of the micro-kernel a split load).
 template <class T>
-T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> buf[3];
-  if (buf[slot].size() < n) {
-    buf[slot].clear();
-    buf[slot].shrink_to_fit();
-    buf[slot].resize(n);
-  }
-  return buf[slot].data();
+T* align64(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
 }
 
-// One (n, tile row) run of consecutive tiles inside a chunk.
+// Per-thread workspace (the calling thread's, or an OpenMP worker's) that keeps its
+// largest size between calls: a fresh multi-megabyte allocation every call costs more in
+// page faults (first touch of new pages) than the transform that fills it. Slots:
+// 0 U (private mode), 1 the shared V (fused mode), 2 / 3 a thread's own V / M (private)
+// or U / M blocks (fused). Freed when the thread exits. Contents are never assumed.
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> buf[4];
+  constexpr size_t pad = 64 / sizeof(T);
+  if (buf[slot].size() < n + pad) {
+    buf[slot].clear();
+    buf[slot].shrink_to_fit();
+    buf[slot].resize(n + pad);
+  }
+  return align64(buf[slot].data());
+}
+
+
+// One run of consecutive tiles of one tile row th inside a chunk. Tiles are numbered
+// image block by image block; inside a block of bs images (n0 .. n0 + bs) the order is
+// (th, tw, image): a tile row of all bs images is one run of TW * bs tiles, so images
+// of 7x7 or 14x14 (2 to 4 tiles a row) still fill whole vectors.
 struct Segment {
-  int64_t n, th, tw0, cnt, off;  // off: column of the first tile in the chunk buffers
+  int64_t n0, bs, th, e0, cnt, off;  // e0 = tw * bs + image of the first tile;
+                                     // off: column of the first tile in the chunk buffers
 };
 
 // The three stages of one chunk of tiles; each takes a sub-range of its loop so the
@@ -251,62 +328,114 @@ struct Chunk {
   using V = typename S::V;
   static constexpr int L = S::L, a = m + 2, A2 = a * a, TB = NR * L;
   const ConvShape& s;
-  int64_t TW, tiles_img, Kp, ld, phw;
+  int64_t TW, tiles_img, Kp, ld, phw, NB;  // NB: images interleaved per block
+  int64_t vsz;  // V of one transform element: panels of TB tile columns, [panel][C][TB]
 
-  // Splits tiles [t0, t1) into runs of one tile row.
+  // Columns past the last tile (used .. the end of its panel) are multiplied but never
+  // written back; the workspace may hold anything there from an earlier call
+  // (denormals would slow the GEMM down), so they are zeroed for channels [c0, c1).
+  void zero_tail(int64_t c0, int64_t c1, int64_t used, T* Vbuf) const {
+    const int64_t tcols = (used + TB - 1) / TB * TB;
+    if (tcols == used) return;
+    for (int xi = 0; xi < A2; ++xi)
+      for (int64_t c = c0; c < c1; ++c) {
+        T* row = Vbuf + xi * vsz + (tcols - TB) * s.C + c * TB;
+        std::fill(row + used - (tcols - TB), row + TB, T(0));
+      }
+  }
+
+  // Column col of V (row 0 at p) = the L lanes of o. A run of tiles can start anywhere,
+  // so the vector may straddle two panels. Lanes past the run's end land on columns
+  // the next run overwrites (or that are never written back).
+  void store_v(T* p, int64_t col, V o) const {
+    const int64_t w = col % TB;
+    T* dst = p + (col - w) * s.C + w;
+    if (w + L <= TB) {
+      S::store(dst, o);
+    } else {
+      const int64_t n0 = TB - w;  // lanes that fit in this panel; the rest open the next
+      T* nxt = p + (col - w + TB) * s.C;
+#if defined(FC_ISA_avx512)
+      if constexpr (sizeof(T) == 4) {
+        const __m512 v = reinterpret_cast<__m512>(o);
+        const __mmask16 lo = static_cast<__mmask16>((1u << n0) - 1);
+        _mm512_mask_storeu_ps(dst, lo, v);
+        // Lanes n0.. go to nxt[0..]: shift them down, then store the low L - n0 lanes.
+        const __m512i sh = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int>(n0)));
+        _mm512_mask_storeu_ps(nxt, static_cast<__mmask16>((1u << (L - n0)) - 1),
+                              _mm512_permutexvar_ps(sh, v));
+        return;
+      }
+#endif
+      alignas(64) T tmp[L];
+      S::store(tmp, o);
+      for (int64_t l = 0; l < n0; ++l) dst[l] = tmp[l];
+      for (int64_t l = n0; l < L; ++l) nxt[l - n0] = tmp[l];
+    }
+  }
+
+  // Splits tiles [t0, t1) into runs of one tile row of one image block.
   void segments(int64_t t0, int64_t t1, std::vector<Segment>& segs) const {
     segs.clear();
+    const int64_t block = NB * tiles_img;
     for (int64_t t = t0; t < t1;) {
-      const int64_t n = t / tiles_img, rem = t % tiles_img;
-      const int64_t th = rem / TW, tw0 = rem % TW;
-      const int64_t cnt = std::min(TW - tw0, t1 - t);
-      segs.push_back({n, th, tw0, cnt, t - t0});
+      const int64_t nb = t / block, rem = t - nb * block;
+      const int64_t n0 = nb * NB, bs = std::min(NB, s.N - n0);
+      const int64_t th = rem / (TW * bs), e0 = rem % (TW * bs);
+      const int64_t cnt = std::min(TW * bs - e0, t1 - t);
+      segs.push_back({n0, bs, th, e0, cnt, t - t0});
       t += cnt;
     }
   }
 
   void input(const std::vector<Segment>& segs, int64_t c0, int64_t c1, const T* x, T* Vbuf,
              T* phbuf) const {
-    const int64_t C = s.C, H = s.H, W = s.W;
+    const int64_t C = s.C, H = s.H, W = s.W, plane = H * W;
     for (const Segment& g : segs) {
-      const int64_t nv = (g.cnt + L - 1) / L * L;
-      const int64_t ncol = nv + (a - 1) / m;  // phase-row entries the vectors read
-      const int64_t col0 = g.tw0 * m - s.pw;  // input column of phase 0, entry 0
-      // Entries u with 0 <= col0 + m*u + p < W for every p are copied without checks.
-      int64_t u_lo = col0 >= 0 ? 0 : (-col0 + m - 1) / m;
-      int64_t u_hi = col0 + m - 1 < W ? (W - m - col0) / m + 1 : 0;
-      u_lo = std::min(u_lo, ncol);
-      u_hi = std::max(u_lo, std::min(u_hi, ncol));
+      const int64_t nv = (g.cnt + L - 1) / L * L, bs = g.bs;
+      // Phase rows: ph_p[e] = x[image e % bs][row][m * (e / bs) + p - pw] for the
+      // entries the vectors read (one tile column past the last tile).
+      const int64_t ne = nv + (a - 1) / m * bs;
+      const int64_t in_lo = (s.pw + m - 1) / m;          // first u with m*u - pw >= 0
+      const int64_t in_hi = W + s.pw >= m ? (W + s.pw - m) / m + 1 : 0;  // past the last
       for (int64_t c = c0; c < c1; ++c) {
-        const T* xc = x + (g.n * C + c) * H * W;
         for (int i = 0; i < a; ++i) {
           const int64_t row = g.th * m - s.ph + i;
           T* pr = phbuf + size_t(i) * m * phw;
           if (row < 0 || row >= H) {
-            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ncol, T(0));
+            for (int p = 0; p < m; ++p) std::fill(pr + p * phw, pr + p * phw + ne, T(0));
             continue;
           }
-          const T* xr = xc + row * W;
-          for (int64_t u = 0; u < u_lo; ++u)
-            for (int p = 0; p < m; ++p) {
-              const int64_t col = col0 + m * u + p;
-              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
-            }
-          const T* src = xr + col0 + m * u_lo;
-          for (int64_t v = 0; v < u_hi - u_lo; ++v)
-            for (int p = 0; p < m; ++p) pr[p * phw + u_lo + v] = src[m * v + p];
-          for (int64_t u = u_hi; u < ncol; ++u)
-            for (int p = 0; p < m; ++p) {
-              const int64_t col = col0 + m * u + p;
-              pr[p * phw + u] = (col >= 0 && col < W) ? xr[col] : T(0);
-            }
+          // Image by image: entries e = u * bs + j of image j are bs apart; the tile
+          // columns whose m inputs all lie inside the row are copied without checks.
+          for (int64_t j = 0; j < bs; ++j) {
+            const int64_t ua = (g.e0 + bs - 1 - j) / bs;  // first u with e >= e0
+            if (g.e0 + ne - 1 - j < 0) continue;
+            const int64_t ub = (g.e0 + ne - 1 - j) / bs + 1;  // past the last u with e < e0 + ne
+            if (ua >= ub) continue;
+            const T* xr = x + ((g.n0 + j) * C + c) * plane + row * W;
+            T* dst = pr + (ua * bs + j - g.e0);
+            const int64_t lo = std::min(ub, std::max(ua, in_lo)), hi = std::max(lo, std::min(ub, in_hi));
+            auto checked = [&](int64_t u) {
+              for (int p = 0; p < m; ++p) {
+                const int64_t col = m * u - s.pw + p;
+                dst[p * phw] = (col >= 0 && col < W) ? xr[col] : T(0);
+              }
+              dst += bs;
+            };
+            for (int64_t u = ua; u < lo; ++u) checked(u);
+            for (int64_t u = lo; u < hi; ++u, dst += bs)
+              for (int p = 0; p < m; ++p) dst[p * phw] = xr[m * u - s.pw + p];
+            for (int64_t u = hi; u < ub; ++u) checked(u);
+          }
         }
-        T* vdst = Vbuf + c * ld + g.off;
+        T* vdst = Vbuf + c * TB;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V d[a][a], e[a][a];
           for (int i = 0; i < a; ++i)
             for (int q = 0; q < a; ++q)
-              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m);
+              d[i][q] = S::load(phbuf + (size_t(i) * m + q % m) * phw + vb + q / m * bs);
           for (int q = 0; q < a; ++q) {
             V col[a], o[a];
             for (int i = 0; i < a; ++i) col[i] = d[i][q];
@@ -316,7 +445,7 @@ struct Chunk {
           for (int i = 0; i < a; ++i) {
             V o[a];
             Tr<m, V>::in(e[i], o);
-            for (int q = 0; q < a; ++q) S::store(vdst + (i * a + q) * C * ld + vb, o[q]);
+            for (int q = 0; q < a; ++q) store_v(vdst + (i * a + q) * vsz, g.off + vb, o[q]);
           }
         }
       }
@@ -329,10 +458,10 @@ struct Chunk {
     for (int64_t wi = w0; wi < w1; ++wi) {
       const int64_t xi = wi / KB, kb = wi % KB;
       const T* Ux = U + (xi * Kp + kb * MR) * C;
-      const T* Vx = Vbuf + xi * C * ld;
+      const T* Vx = Vbuf + xi * vsz;
       T* Mx = Mbuf + (xi * K + kb * MR) * ld;
       const int kv = static_cast<int>(std::min<int64_t>(MR, K - kb * MR));
-      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb, ld, Mx + tb, ld, kv);
+      for (int64_t tb = 0; tb < tcols; tb += TB) micro_gemm<T>(C, Ux, C, Vx + tb * C, TB, Mx + tb, ld, kv);
     }
   }
 
@@ -345,7 +474,7 @@ struct Chunk {
       const int64_t nv = (g.cnt + L - 1) / L * L;
       for (int64_t k = k0; k < k1; ++k) {
         const T b = bias ? bias[k] : T(0);
-        T* yk = y + (g.n * K + k) * P * Q;
+        T* yk = y + (g.n0 * K + k) * P * Q;
         const T* msrc = Mbuf + (k - kbase) * ld + g.off;
         for (int64_t vb = 0; vb < nv; vb += L) {
           V mm[a][a], e[m][a];
@@ -362,18 +491,22 @@ struct Chunk {
             for (int j = 0; j < m; ++j) S::store(ybuf[i][j], o[j] + b);
           }
           const int64_t nt = std::min<int64_t>(L, g.cnt - vb);
-          const int64_t tw = g.tw0 + vb;
-          // Whole tiles that fit in the row are interleaved back without checks.
-          const int64_t full = std::min<int64_t>(nt, (Q - tw * m) / m);
-          for (int i = 0; i < m; ++i) {
-            const int64_t row = g.th * m + i;
-            if (row >= P) break;
-            T* yr = yk + row * Q + tw * m;
-            for (int64_t u = 0; u < full; ++u)
-              for (int j = 0; j < m; ++j) yr[u * m + j] = ybuf[i][j][u];
-            if (full < nt)
-              for (int j = 0; j < m && (tw + full) * m + j < Q; ++j)
-                yr[full * m + j] = ybuf[i][j][full];
+          const int64_t rows = std::min<int64_t>(m, P - g.th * m);
+          int64_t u = (g.e0 + vb) / g.bs, jn = (g.e0 + vb) % g.bs;
+          for (int64_t l = 0; l < nt; ++l) {
+            T* yt = yk + jn * K * P * Q + g.th * m * Q + u * m;
+            const int64_t cols = std::min<int64_t>(m, Q - u * m);
+            if (cols == m) {
+              for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < m; ++j) yt[i * Q + j] = ybuf[i][j][l];
+            } else {
+              for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < cols; ++j) yt[i * Q + j] = ybuf[i][j][l];
+            }
+            if (++jn == g.bs) {
+              jn = 0;
+              ++u;
+            }
           }
         }
       }
@@ -381,14 +514,8 @@ struct Chunk {
   }
 };
 
-// Even split of [0, n) into `parts`: the part-th range.
-inline void split(int64_t n, int parts, int part, int64_t& lo, int64_t& hi) {
-  lo = n * part / parts;
-  hi = n * (part + 1) / parts;
-}
-
-template <class T, int m, class Tap>
-void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bias, T* y) {
+template <class T, int m>
+void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* bias, T* y) {
   using CH = Chunk<T, m>;
   constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
   const int64_t C = s.C, K = s.K;
@@ -418,86 +545,93 @@ void winograd_core(const ConvShape& s, const T* x, const Tap& filt, const T* bia
   }
   const int64_t nchunks = (NT + Tc - 1) / Tc;
   const int64_t ld = Tc + L;  // slack: a segment's last vector may spill past its tiles
-  const int64_t TWV = (std::min(TW, Tc) + L - 1) / L * L;  // longest segment, rounded
-  const CH ch{s, TW, tiles_img, Kp, ld, TWV + 2};
+  // Enough images per block that a tile row of the block spans >= 4 vectors (small
+  // images would otherwise leave most vector lanes idle in the transforms).
+  const int64_t NB = std::max<int64_t>(1, std::min<int64_t>(s.N, (4 * L + TW - 1) / TW));
+  const int64_t seg_max = (std::min(TW * NB, Tc) + L - 1) / L * L;  // longest run, rounded
+  const int64_t vsz = (Tc + TB) * C;  // one panel of slack for the last run's spill
+  const CH ch{s, TW, tiles_img, Kp, ld, seg_max + NB, NB, vsz};
 
   if (!fused) {
     T* U = workspace<T>(0, size_t(A2) * Kp * C);
-    transform_filters<T, m>(K, Kp, C, filt, U);
+    transform_filters<T, m>(K, Kp, C, tp, U);
     const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
-      std::vector<T> Vbuf(size_t(A2) * C * ld, T(0));
-      std::vector<T> Mbuf(size_t(A2) * K * ld, T(0));
+      T* Vbuf = workspace<T>(2, size_t(A2) * vsz);
+      T* Mbuf = workspace<T>(3, size_t(A2) * K * ld);
       std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
       std::vector<Segment> segs;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t c = 0; c < nchunks; ++c) {
         const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
         ch.segments(t0, t1, segs);
-        ch.input(segs, 0, C, x, Vbuf.data(), phbuf.data());
-        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf.data(), Mbuf.data());
-        ch.output(segs, 0, K, Mbuf.data(), 0, K * ld, bias, y);
+        ch.input(segs, 0, C, x, Vbuf, phbuf.data());
+        ch.zero_tail(0, C, t1 - t0, Vbuf);
+        ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf, Mbuf);
+        ch.output(segs, 0, K, Mbuf, 0, K * ld, bias, y);
       }
     }
     return;
   }
 
-  // Zeroed: columns past the last tile are multiplied but never written back, and
-  // stale values there could be denormals that slow the GEMM down.
-  T* Vbuf = workspace<T>(1, size_t(A2) * C * ld);
-  std::fill(Vbuf, Vbuf + size_t(A2) * C * ld, T(0));
-  std::vector<Segment> segs;
+  T* Vbuf = workspace<T>(1, size_t(A2) * vsz);
   const int nth = threads_for(KB, int64_t(2) * A2 * MR * C * Tc);
-  constexpr int64_t KG = 8;
+  // Filter panels per piece: as many as keep the piece's transformed filters (A2 x KG*MR
+  // x C) within ~1 MB, i.e. in L2, where the GEMM reads them back. Fewer panels mean V
+  // streams from L3 more often, but measured faster than spilling U (2 at C = 512).
+  const int64_t KG = std::max<int64_t>(
+      1, std::min<int64_t>(8, (int64_t(1) << 20) / (int64_t(A2) * MR * C * int64_t(sizeof(T)))));
+  const int64_t CI = 16, CB = (C + CI - 1) / CI;  // input transform: channels per piece
 #pragma omp parallel num_threads(nth)
   {
-    const int me = omp_get_thread_num(), team = omp_get_num_threads();
     std::vector<T> phbuf(size_t(a) * m * ch.phw, T(0));
-    std::vector<T> wt(filter_scratch<T>(C), T(0));
-    std::vector<T> Ublk(size_t(A2) * KG * MR * C);
-    std::vector<T> Mblk(size_t(A2) * KG * MR * ld, T(0));
+    T* Ublk = workspace<T>(2, size_t(A2) * KG * MR * C);
+    T* Mblk = workspace<T>(3, size_t(A2) * KG * MR * ld);
+    std::vector<Segment> segs;
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t t0 = c * Tc, t1 = std::min(NT, t0 + Tc);
       const int64_t tcols = (t1 - t0 + TB - 1) / TB * TB;
-#pragma omp single
-      ch.segments(t0, t1, segs);  // implicit barrier: everyone sees the new list
-      int64_t lo, hi;
-      split(C, team, me, lo, hi);
-      ch.input(segs, lo, hi, x, Vbuf, phbuf.data());
-#pragma omp barrier
-      split(KB, team, me, lo, hi);
-      // KG micro-panels of filters per pass: each V block (C x TB) loaded into cache is
-      // used by KG * MR filters before the next one, so V streams KB / KG times, not KB.
-      for (int64_t kg = lo; kg < hi; kg += KG) {
-        const int64_t nkb = std::min<int64_t>(KG, hi - kg), k0 = kg * MR;
+      ch.segments(t0, t1, segs);  // each thread its own copy: no barrier needed
+      // Both loops hand out small pieces on demand (and end in a barrier): on a shared
+      // machine a thread that loses its core for a while then delays the others by
+      // one piece, not by its whole half of the work.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t cb = 0; cb < CB; ++cb) {
+        const int64_t c0 = cb * CI, c1 = std::min(C, (cb + 1) * CI);
+        ch.input(segs, c0, c1, x, Vbuf, phbuf.data());
+        ch.zero_tail(c0, c1, t1 - t0, Vbuf);
+      }
+      // KG micro-panels of filters per piece: each V block loaded into cache is used by
+      // KG * MR filters before the next one, so V streams KB / KG times, not KB.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t kg = 0; kg < KB; kg += KG) {
+        const int64_t nkb = std::min<int64_t>(KG, KB - kg), k0 = kg * MR;
         const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
         for (int64_t i = 0; i < rows; ++i)
-          filter_row<T, m>(k0 + i, K, C, filt, Ublk.data(), rows, i, wt.data());
+          filter_row<T, m>(k0 + i, K, C, tp, Ublk, rows, i);
         for (int xi = 0; xi < A2; ++xi) {
-          const T* Vx = Vbuf + size_t(xi) * C * ld;
-          const T* Ux = Ublk.data() + size_t(xi) * rows * C;
-          T* Mx = Mblk.data() + size_t(xi) * rows * ld;
-          for (int64_t tb = 0; tb < tcols; tb += TB)
-            for (int64_t b = 0; b < nkb; ++b) {
-              const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
-              if (kvb <= 0) break;
-              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb, ld, Mx + b * MR * ld + tb, ld, kvb);
-            }
+          const T* Vx = Vbuf + size_t(xi) * vsz;
+          const T* Ux = Ublk + size_t(xi) * rows * C;
+          T* Mx = Mblk + size_t(xi) * rows * ld;
+          // Panel-outer: the MR x C filter panel stays in L1 while the V columns of the
+          // chunk (an L2-sized block) stream past it.
+          for (int64_t b = 0; b < nkb; ++b) {
+            const int kvb = static_cast<int>(std::min<int64_t>(MR, kv - b * MR));
+            if (kvb <= 0) break;
+            for (int64_t tb = 0; tb < tcols; tb += TB)
+              micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb * C, TB, Mx + b * MR * ld + tb, ld, kvb);
+          }
         }
-        ch.output(segs, k0, k0 + kv, Mblk.data(), k0, rows * ld, bias, y);
+        ch.output(segs, k0, k0 + kv, Mblk, k0, rows * ld, bias, y);
       }
-#pragma omp barrier
     }
   }
 }
 
 template <class T, int m>
 void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t C = s.C;
-  winograd_core<T, m>(
-      s, x, [w, C](int64_t k, int r, int q, int64_t c) { return w[((k * C + c) * 3 + r) * 3 + q]; },
-      bias, y);
+  winograd_core<T, m>(s, x, Taps<T>{w, 9 * s.C, 9, false}, bias, y);
 }
 
 template <class T, int m>
@@ -509,13 +643,7 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
   t.K = s.C; t.R = 3; t.S = 3; t.P = s.H; t.Q = s.W;
   t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
   t.ph = 2 - s.ph; t.pw = 2 - s.pw;
-  const int64_t C = s.C;
-  winograd_core<T, m>(
-      t, gy,
-      [w, C](int64_t c, int r, int q, int64_t k) {
-        return w[((k * C + c) * 3 + (2 - r)) * 3 + (2 - q)];
-      },
-      static_cast<const T*>(nullptr), gx);
+  winograd_core<T, m>(t, gy, Taps<T>{w, 9, 9 * s.C, true}, static_cast<const T*>(nullptr), gx);
 }
 
 }  // namespace
