@@ -43,6 +43,9 @@ def _load(name: str):
         except Exception as e:  # any import-time failure makes the backend unavailable
             ok, reason = False, f"{type(e).__name__}: {e}"
         if ok:
+            # set_num_threads may have run before this backend was first needed.
+            if _threads[0] > 0 and hasattr(mod, "set_num_threads"):
+                mod.set_num_threads(_threads[0])
             _loaded[name] = mod
             return mod
         _failed[name] = reason or "unavailable"

@@ -102,6 +102,27 @@ def test_threads_env_variable(tmp_path):
     assert out.stdout.strip() == "1"
 
 
+@pytest.mark.parametrize("how", ["env", "call"])
+def test_thread_count_reaches_a_backend_loaded_later(tmp_path, how):
+    """The count set before the first op (by FASTCONV_NUM_THREADS or set_num_threads) is
+    the one the native kernels run with once the backend loads."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("FASTCONV_NUM_THREADS", None)
+    if how == "env":
+        env["FASTCONV_NUM_THREADS"] = "1"
+    code = ("import numpy as np, fastconv\n"
+            + ("fastconv.set_num_threads(1)\n" if how == "call" else "")
+            + "fastconv.conv2d(np.zeros((1, 1, 3, 3), 'f4'), np.zeros((1, 1, 3, 3), 'f4'))\n"
+            "from fastconv import _native\nprint(_native.num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "1"
+
+
 def test_import_does_not_import_numba_or_torch(tmp_path):
     import subprocess
     import sys
