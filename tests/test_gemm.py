@@ -81,9 +81,8 @@ def test_k_zero_scales_c():
 def test_threads_give_identical_results(dtype, M, N, K, restore_isa):
     """Every split follows the micro-tile grid and fixed k chunks: bitwise equal.
 
-    The last two shapes take the row split with a shared packed B: several KC blocks,
-    several row blocks per thread, and (2200, 2080) a last NC block of one or two panels,
-    so one thread has no B share to pack but must still meet the others at the barriers.
+    The last two shapes take the row split off the stationary path: several KC blocks,
+    several row blocks per thread and (2200, 2080) a last NC block of one or two panels.
     """
     r = rng(7)
     a = r.standard_normal((M, K)).astype(dtype)

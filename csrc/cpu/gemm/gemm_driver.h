@@ -309,61 +309,6 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
   }
 }
 
-// Row split with one shared packed B (the square-ish products of plain sgemm): every
-// thread packs its share of each KC x NC block of B, all wait, each multiplies its own
-// rows against the whole block, all wait again before the block is overwritten. Each
-// thread packing all of B (the barrier-free row split) doubles the B traffic and the L3
-// footprint; on 2 cores at 1024^3 that duplicate packing is ~10% of a thread's time.
-// Per C element the k blocking and the tile sums are exactly those of serial(), so the
-// result is bitwise the same for any thread count.
-template <class T, class PackA, class PackB, class ColMap>
-void rows_shared_b(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a,
-                   const PackB& pack_b, T beta, T* C, int64_t ldc, const ColMap& off,
-                   const T* bias, int nt, T* bpack, int64_t kc_max, int64_t nc_max) {
-  using Bk = Blk<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR;
-  const int64_t mc_max = std::min<int64_t>(ceil_div(M, MR) * MR, Bk::MC);
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    int64_t rlo, rhi;
-    split(ceil_div(M, MR), nth, tid, rlo, rhi);
-    const int64_t i_lo = rlo * MR, i_hi = std::min(M, rhi * MR);
-    T* apack = static_cast<T*>(pack_scratch().get(sizeof(T) * static_cast<size_t>(kc_max) * mc_max));
-    for (int64_t jc = 0; jc < N; jc += nc_max) {
-      const int64_t nc = std::min(nc_max, N - jc);
-      int64_t plo, phi;
-      split(ceil_div(nc, NR), nth, tid, plo, phi);
-      for (int64_t pc = 0; pc < K; pc += kc_max) {
-        const int64_t kc = std::min(kc_max, K - pc);
-        const T beta_eff = pc == 0 ? beta : T(1);
-        const T* bias_eff = pc == 0 ? bias : nullptr;
-        if (phi > plo)
-          pack_b(pc, kc, jc + plo * NR, std::min(nc, phi * NR) - plo * NR, bpack + plo * kc * NR);
-#pragma omp barrier
-        for (int64_t ic = i_lo; ic < i_hi; ic += mc_max) {
-          const int64_t mc = std::min(mc_max, i_hi - ic);
-          pack_a(ic, mc, pc, kc, apack);
-          for (int64_t jp = 0; jp * NR < nc; ++jp) {
-            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
-            for (int64_t ip = 0; ip * MR < mc; ++ip) {
-              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-              tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
-                   jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
-            }
-          }
-        }
-#pragma omp barrier
-      }
-    }
-  }
-}
-
-inline Scratch& shared_b_scratch() {
-  static thread_local Scratch s;
-  return s;
-}
-
 inline Scratch& reduce_scratch() {
   static thread_local Scratch s;
   return s;
@@ -374,9 +319,13 @@ inline Scratch& reduce_scratch() {
 // (columns past nc zeroed). Both must be callable concurrently on disjoint ranges.
 // nthreads == 1 never opens a parallel region (callers may already be in one).
 //
-// Threads get disjoint shares: by columns (each packs all of A, which is small for a
-// convolution's filters, and runs the serial loops without barriers) or, when rows
-// are the cheaper split, by rows sharing each packed block of B (rows_shared_b). Long thin products (the weight gradient: small M x N, k over the
+// Threads get disjoint shares and run the serial loops without barriers (this box is
+// shared, and a barrier waits for the slowest, possibly descheduled, thread): by rows
+// (each thread packs all of B) or by columns (each packs all of A), whichever
+// duplicates less. A row split sharing one packed B block (two barriers per KC x NC
+// block) was tried: with the machine oversubscribed it ran 1024^3 at 30-49 GFLOP/s
+// against 44-55 barrier-free, and the packing it saves is ~5% of a thread's work at
+// 1024^3 (K*N copies against M/2*N*K FMAs), ~2% at 2048^3. Long thin products (the weight gradient: small M x N, k over the
 // whole batch) are cut along k into a fixed number of chunks summed into private
 // copies of C and reduced in a fixed order. The chunking depends on the shape only,
 // never on the thread count, and every split follows the micro-tile grid, so results
@@ -449,16 +398,6 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
   }
   if (nt == 1) {
     serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias, stat);
-    return;
-  }
-  if (by_rows && !stat) {
-    // The same blocking serial() would choose for the whole product.
-    const int64_t kc_max = ceil_div(K, ceil_div(K, Bk::KC));
-    const int64_t nc_max = std::min<int64_t>(ceil_div(N, NR) * NR, Bk::NC);
-    T* bpack = static_cast<T*>(
-        shared_b_scratch().get(sizeof(T) * static_cast<size_t>(kc_max) * nc_max));
-    rows_shared_b(M, N, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias, nt, bpack, kc_max,
-                  nc_max);
     return;
   }
 #pragma omp parallel num_threads(nt)
