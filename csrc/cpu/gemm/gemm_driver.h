@@ -435,6 +435,15 @@ struct StridedPackA {
           for (; i < mr; ++i) d[i] = src[i];
           for (; i < MR; ++i) d[i] = T(0);
         }
+      } else if (mr == MR) {
+        // All MR rows advance together: one contiguous MR-value store per k instead of
+        // MR passes of strided stores over the panel.
+        const T* src = A + (i0 + ip) * lda + k0;
+        for (int64_t k = 0; k < kc; ++k) {
+          T* d = dst + k * MR;
+#pragma GCC unroll 16
+          for (int i = 0; i < MR; ++i) d[i] = src[i * lda + k];
+        }
       } else {
         for (int i = 0; i < mr; ++i) {
           const T* src = A + (i0 + ip + i) * lda + k0;
