@@ -9,6 +9,12 @@ PyTorch in the same process, interleaving the contenders rep by rep so that mach
 noise hits them alike. Reported: median ms, GFLOP/s, % of the measured peak and the
 ratio ours/torch as speed (torch_ms / ours_ms: > 1 means we are faster).
 
+With more than one thread every timed call starts after a short pause (``--quiesce``):
+each library's idle worker threads busy-wait after a call (OpenBLAS for about 0.1 s,
+libgomp for milliseconds), and back to back the next contender would share its cores
+with the previous one's spinning threads. Measured on the 2-core box: our 2-thread
+sgemm after a NumPy call ran at ~100 GFLOP/s, after a 0.3 s pause at ~180.
+
 The peak is measured with a small FMA loop compiled on the spot (gcc, AVX-512 if the CPU
 has it); without a compiler it falls back to a nominal 200 GFLOP/s per core, and says so.
 """
@@ -99,6 +105,9 @@ def measure_peak(threads: int) -> tuple[float, str]:
         return 200.0 * threads, "nominal 200 GFLOP/s per core (no compiler to measure)"
 
 
+_QUIESCE = [0.0]
+
+
 def _median_interleaved(fns: dict, reps: int) -> dict:
     """Median seconds per callable, one warm-up each, reps interleaved."""
     for f in fns.values():
@@ -106,6 +115,8 @@ def _median_interleaved(fns: dict, reps: int) -> dict:
     times = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
+            if _QUIESCE[0] > 0:
+                time.sleep(_QUIESCE[0])
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
@@ -207,11 +218,17 @@ def main(argv=None) -> None:
     ap.add_argument("--algos", default="", help="comma-separated native algos (default: all)")
     ap.add_argument("--skip-conv", action="store_true")
     ap.add_argument("--skip-gemm", action="store_true")
+    ap.add_argument("--quiesce", type=float, default=None,
+                    help="seconds of pause before each timed call (default: 0.2 if threads > 1)")
     args = ap.parse_args(argv)
+    _QUIESCE[0] = args.quiesce if args.quiesce is not None else (0.2 if args.threads > 1 else 0.0)
     fc.set_num_threads(args.threads)
+    # Also straight into the extension: fc.set_num_threads made before the native backend
+    # is first loaded does not reach it (fastconv/_dispatch.py).
+    _native.set_num_threads(args.threads)
     peak, how = measure_peak(args.threads)
     print(f"fastconv ISA {_native.active_isa()}, {args.threads} threads, batch {args.batch}; "
-          f"fp32 peak {peak:.0f} GFLOP/s ({how})")
+          f"fp32 peak {peak:.0f} GFLOP/s ({how}); pause before each timed call {_QUIESCE[0]} s")
     if not args.skip_conv:
         try:
             import torch

@@ -77,9 +77,13 @@ def test_k_zero_scales_c():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,N,K", [(300, 200, 150), (40, 900, 70), (900, 20, 60),
-                                    (30, 40, 9000)])
+                                    (30, 40, 9000), (400, 150, 700), (2200, 2080, 100)])
 def test_threads_give_identical_results(dtype, M, N, K, restore_isa):
-    """Every split follows the micro-tile grid and fixed k chunks: bitwise equal."""
+    """Every split follows the micro-tile grid and fixed k chunks: bitwise equal.
+
+    The last two shapes take the row split off the stationary path: several KC blocks,
+    several row blocks per thread and (2200, 2080) a last NC block of one or two panels.
+    """
     r = rng(7)
     a = r.standard_normal((M, K)).astype(dtype)
     b = r.standard_normal((K, N)).astype(dtype)

@@ -19,6 +19,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#if defined(FC_ISA_avx512)
+#include <immintrin.h>
+#endif
 
 namespace fc {
 namespace FC_ISA {
@@ -39,13 +42,53 @@ int64_t col_budget() {
   return kColBudget;
 }
 
+// dst[0, n) = src[0, n). The packers copy runs of one output row (7 to 56 values on
+// ResNet layers), where a memcpy call costs more than the copy: 20% of a 7x7 layer.
+template <class T>
+inline void copy_short(T* __restrict dst, const T* __restrict src, int64_t n) {
+#if defined(FC_ISA_avx512)
+  constexpr int64_t L = 64 / int64_t(sizeof(T));
+  int64_t i = 0;
+  // GCC turns a plain copy loop (even of intrinsics) back into a memcpy call; the empty
+  // volatile asm keeps the loop a loop.
+  for (; i + L <= n; i += L) {
+    _mm512_storeu_si512(dst + i, _mm512_loadu_si512(src + i));
+    __asm__ volatile("");
+  }
+  if (i < n) {
+    // Masked lanes are neither read nor written, so the tail never strays past the row.
+    const unsigned m = (1u << (n - i)) - 1u;
+    if constexpr (sizeof(T) == 4)
+      _mm512_mask_storeu_ps(dst + i, __mmask16(m), _mm512_maskz_loadu_ps(__mmask16(m), src + i));
+    else
+      _mm512_mask_storeu_pd(dst + i, __mmask8(m), _mm512_maskz_loadu_pd(__mmask8(m), src + i));
+  }
+#else
+  std::memcpy(dst, src, sizeof(T) * n);
+#endif
+}
+
+template <class T>
+inline void zero_short(T* dst, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) dst[t] = T(0);
+}
+
 // dst[t] = src[w0 + t*sw] where 0 <= w0 + t*sw < W, else 0; src == nullptr: all zeros
 // (the whole input row lies in the padding).
 template <class T>
 inline void gather_row(T* __restrict dst, const T* __restrict src, int64_t w0, int64_t len,
                        int64_t sw, int64_t W) {
   if (!src) {
-    std::memset(dst, 0, sizeof(T) * len);
+    zero_short(dst, len);
+    return;
+  }
+  if (sw == 1) {
+    // The common case, without the divisions below.
+    const int64_t lo = std::min(len, std::max<int64_t>(0, -w0));
+    const int64_t hi = std::min(len, std::max(lo, W - w0));
+    zero_short(dst, lo);
+    copy_short(dst + lo, src + w0 + lo, hi - lo);
+    zero_short(dst + hi, len - hi);
     return;
   }
   int64_t lo = w0 >= 0 ? 0 : (-w0 + sw - 1) / sw;
@@ -149,7 +192,7 @@ struct GyPackB {
         for (int64_t u = 0; u < nr;) {
           const int64_t j = j0 + jp + u;
           const int64_t run = std::min(nr - u, v.PQ - j % v.PQ);
-          std::memcpy(d + u, v.at(k0 + kk, j), sizeof(T) * run);
+          copy_short(d + u, v.at(k0 + kk, j), run);
           u += run;
         }
         for (int64_t u = nr; u < NR; ++u) d[u] = T(0);
