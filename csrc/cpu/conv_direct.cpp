@@ -13,8 +13,11 @@
 //     (r*dh % sh, s*dw % sw) at offset (r*dh / sh, s*dw / sw);
 //   - backward-data: src is grad_out, zero-padded; each output phase (h % sh, w % sw) of
 //     grad_x is a stride-1 correlation with the taps that land on it (no zero-stuffing);
-//   - backward-weight: gw[k][c][t] = sum_j gy_wide[k][j] * src_fwd[c][off_t + j], with the
-//     thrown-away columns of gy_wide set to zero.
+//   - backward-weight (few filters per group): gw[k][c][t] = sum_j gy_wide[k][j] *
+//     src_fwd[c][off_t + j], with the thrown-away columns of gy_wide set to zero. With
+//     enough filters per group it is instead an outer product over channels-last copies
+//     of gy and x (bwd_weight_nhwc below), which has neither horizontal sums nor wasted
+//     columns and balances loads against FMAs far better.
 // The micro-kernel keeps MR output channels x NR vectors of j in registers across the
 // whole C x taps reduction; weights are packed [kb][c][tap][MR] so the broadcasts stream.
 #include "cpu/kernel_common.h"
@@ -449,12 +452,12 @@ void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, con
     const T* sn = src + n * src_ns;
     for (int64_t j = 0; j < len; j += L) {
       V xv[NT];
-#pragma GCC unroll 4
+#pragma GCC unroll 2
       for (int t = 0; t < NT; ++t) xv[t] = S::load(sn + off[t] + j);
 #pragma GCC unroll 8
       for (int i = 0; i < KW; ++i) {
         const V gv = S::load(g[i] + j);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int t = 0; t < NT; ++t) acc[i][t] += gv * xv[t];
       }
     }
@@ -468,6 +471,201 @@ void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, con
 }
 }  // namespace
 
+namespace {
+// Channels-last weight gradient. With gy as [g][n][p][q][k] (k padded to the tile) and x
+// as [g][n][h][w][c] (zero-padded), a filter row r reads, for each output pixel, the
+// S*Cg values x[h][w .. w+S-1][0 .. Cg-1] as ONE contiguous run of "columns"
+// j = s*Cg + c (dilation 1). The micro-kernel is then an outer product: KV vectors of
+// k (one gy load per vector) times NC broadcast columns, summed over the pixels, with no
+// horizontal reductions and no thrown-away columns; it reaches the FMA:load balance the
+// inner-product kernel above cannot (2 + NC loads per 2*NC FMAs instead of KW + NT per
+// KW*NT).
+#if defined(FC_ISA_avx512)
+constexpr int WNC2 = 12, WNC1 = 24;  // 24 accumulators of 32 zmm
+#else
+constexpr int WNC2 = 6, WNC1 = 12;  // 12 of 16
+#endif
+
+struct WGeo {
+  int64_t P, Q, Kp;    // gy tile layout, per group: [n][P][Q][Kp]
+  int64_t xn, xp, xq;  // x strides (elements) per image, per output row, per output column
+};
+
+// acc[j][v*L + l] += sum over pixel rows [rr0, rr1) (row rr = n*P + p) of
+// x[col j of the pixel] * gy[pixel][v*L + l]; acc is in memory between calls so a task
+// can revisit it chunk by chunk.
+template <class T, int KV, int NC>
+void wgrad_tile(const WGeo& g, int64_t rr0, int64_t rr1, const T* __restrict gyk,
+                const T* __restrict xc, T* __restrict acc) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  V a[NC][KV];
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) a[j][v] = S::load(acc + (j * KV + v) * L);
+  int64_t n = rr0 / g.P, p = rr0 % g.P;
+  for (int64_t rr = rr0; rr < rr1; ++rr) {
+    const T* gp = gyk + rr * g.Q * g.Kp;
+    const T* xp = xc + n * g.xn + p * g.xp;
+    for (int64_t q = 0; q < g.Q; ++q, gp += g.Kp, xp += g.xq) {
+      V gv[KV];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; ++v) gv[v] = S::load(gp + v * L);
+#pragma GCC unroll 24
+      for (int j = 0; j < NC; ++j) {
+        const V b = S::splat(xp[j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; ++v) a[j][v] += b * gv[v];
+      }
+    }
+    if (++p == g.P) {
+      p = 0;
+      ++n;
+    }
+  }
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) S::store(acc + (j * KV + v) * L, a[j][v]);
+}
+
+// Rounds a workspace pointer up to a cache line so that the k-vector loads of gy never
+// straddle two lines.
+template <class T>
+T* line_aligned(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
+}
+
+// d[j * ds + i] = s[i * ss + j] for i < ni, j < nj: 8 x 8 tiles through a register-sized
+// buffer (fixed trip counts the compiler unrolls), so each source and destination line
+// is touched once per tile instead of once per element.
+template <class T>
+void transpose(const T* __restrict s, int64_t ss, int64_t ni, int64_t nj, T* __restrict d,
+               int64_t ds) {
+  constexpr int B = 8;
+  int64_t i0 = 0;
+  for (; i0 + B <= ni; i0 += B) {
+    int64_t j0 = 0;
+    for (; j0 + B <= nj; j0 += B) {
+      T buf[B][B];
+#pragma GCC unroll 8
+      for (int i = 0; i < B; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + j0 + j];
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) std::memcpy(d + (j0 + j) * ds + i0, buf[j], sizeof(buf[j]));
+    }
+    for (int64_t j = j0; j < nj; ++j)
+      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j];
+  }
+  for (int64_t j = 0; j < nj; ++j)
+    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j];
+}
+
+template <class T, int KV, int NC>
+void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  // Only the window the taps actually read; rows / columns outside x are zeros. A 1-wide
+  // filter axis reads only every stride-th input line, so only those are stored.
+  const int64_t rstep = s.R == 1 ? s.sh : 1, cstep = s.S == 1 ? s.sw : 1;
+  const int64_t Hp = s.R == 1 ? P : (P - 1) * s.sh + (s.R - 1) * s.dh + 1;
+  const int64_t Wp = s.S == 1 ? Q : (Q - 1) * s.sw + (s.S - 1) * s.dw + 1;
+  const int64_t gy_g = N * P * Q * Kp, x_g = N * Hp * Wp * Cg;
+  T* gyt = line_aligned(workspace<T>(1, size_t(G) * gy_g + 64 / sizeof(T)));
+  // Slack: the last column tile of a run reads up to NC - 1 columns past it.
+  T* xt = workspace<T>(0, size_t(G) * x_g + NC);
+  std::fill(xt + G * x_g, xt + G * x_g + NC, T(0));
+  const int64_t gy_rows = G * N * P;
+#pragma omp parallel for schedule(static) num_threads(threads_for(gy_rows, Q * Kp))
+  for (int64_t row = 0; row < gy_rows; ++row) {
+    const int64_t p = row % P, n = row / P % N, g = row / (P * N);
+    T* d = gyt + row * Q * Kp;
+    const T* sr = gy + ((n * s.K + g * Kg) * P + p) * Q;
+    transpose(sr, P * Q, Kg, Q, d, Kp);
+    if (Kp > Kg)
+      for (int64_t q = 0; q < Q; ++q) std::fill(d + q * Kp + Kg, d + (q + 1) * Kp, T(0));
+  }
+  const int64_t x_rows = G * N * Hp;
+#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wp * Cg))
+  for (int64_t row = 0; row < x_rows; ++row) {
+    const int64_t i = row % Hp, n = row / Hp % N, g = row / (Hp * N);
+    T* d = xt + row * Wp * Cg;
+    const int64_t h = i * rstep - s.ph;
+    // stored columns wc with 0 <= wc*cstep - pw < W
+    const int64_t w_lo = std::min(Wp, ceil_div(s.pw, cstep));
+    const int64_t w_hi = std::max(w_lo, std::min<int64_t>(Wp, floor_div(s.W - 1 + s.pw, cstep) + 1));
+    if (h < 0 || h >= s.H || w_hi <= w_lo) {
+      std::fill(d, d + Wp * Cg, T(0));
+      continue;
+    }
+    std::fill(d, d + w_lo * Cg, T(0));
+    std::fill(d + w_hi * Cg, d + Wp * Cg, T(0));
+    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W - s.pw;
+    if (cstep == 1) {
+      transpose(sr + w_lo, s.H * s.W, Cg, w_hi - w_lo, d + w_lo * Cg, Cg);
+    } else {
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t wc = w_lo; wc < w_hi; ++wc) d[wc * Cg + c] = sr[c * s.H * s.W + wc * cstep];
+    }
+  }
+  // Column runs: one per filter row (columns s*Cg + c) with dilation 1, else one per tap.
+  struct Run { int64_t off, ncols, tap0; };
+  std::vector<Run> runs;
+  if (s.dw == 1) {
+    for (int64_t r = 0; r < s.R; ++r) runs.push_back({r * s.dh * Wp * Cg, s.S * Cg, r * s.S});
+  } else {
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        runs.push_back({(r * s.dh * Wp + t * s.dw) * Cg, Cg, r * s.S + t});
+  }
+  struct Item { int64_t run, j0; };
+  std::vector<Item> items;
+  for (int64_t e = 0; e < static_cast<int64_t>(runs.size()); ++e)
+    for (int64_t j = 0; j < runs[e].ncols; j += NC) items.push_back({e, j});
+  const int64_t ni = static_cast<int64_t>(items.size());
+  constexpr int64_t IB = 8;  // items per task: 8 accumulator tiles (12 KB at 16 x 2 x 12 floats)
+  const int64_t IBn = ceil_div(ni, IB);
+  // Pixel rows per chunk: ~256 pixels, so a chunk's gy tile (256 x KT) stays in L1/L2
+  // while the task's items pass over it.
+  const int64_t chunk = std::max<int64_t>(1, 256 / Q);
+  const WGeo geo{P, Q, Kp, Hp * Wp * Cg, s.sh / rstep * Wp * Cg, s.sw / cstep * Cg};
+  const int64_t tasks = G * KTn * IBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * N * P * Q))
+  {
+    std::vector<T> acc(size_t(IB) * NC * KT);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t ib = task % IBn, kt = task / IBn % KTn, g = task / (IBn * KTn);
+      const int64_t i0 = ib * IB, i1 = std::min(ni, i0 + IB);
+      std::fill(acc.begin(), acc.end(), T(0));
+      const T* gyk = gyt + g * gy_g + kt * KT;
+      const T* xg = xt + g * x_g;
+      for (int64_t rr = 0; rr < N * P; rr += chunk) {
+        const int64_t rr1 = std::min(N * P, rr + chunk);
+        for (int64_t i = i0; i < i1; ++i)
+          wgrad_tile<T, KV, NC>(geo, rr, rr1, gyk, xg + runs[items[i].run].off + items[i].j0,
+                                acc.data() + (i - i0) * NC * KT);
+      }
+      for (int64_t i = i0; i < i1; ++i) {
+        const Run& ru = runs[items[i].run];
+        const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
+        const T* a = acc.data() + (i - i0) * NC * KT;
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg, c = col % Cg;
+          for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
+            gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
 template <class T>
 void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S;
@@ -477,6 +675,10 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
     return;
   }
   constexpr int L = Simd<T>::L;
+  // Channels-last outer-product kernel when the k tile is at least half used; the
+  // inner-product kernel below serves few filters per group (depthwise and the like).
+  if (Kg >= 2 * L) return bwd_weight_nhwc<T, 2, WNC2>(s, gy, x, gw);
+  if (2 * Kg >= L) return bwd_weight_nhwc<T, 1, WNC1>(s, gy, x, gw);
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
   build_fwd_src(s, geo, x, src);
