@@ -227,10 +227,374 @@ struct Tmp {
 
 }  // namespace
 
+namespace {
+// Channels-last weight gradient. With gy as [g][n][p][q][k] (k padded to the tile) and x
+// as [g][n][h][w][c] (zero-padded), a filter row r reads, for each output pixel, the
+// S*Cg values x[h][w .. w+S-1][0 .. Cg-1] as ONE contiguous run of "columns"
+// j = s*Cg + c (dilation 1). The micro-kernel is then an outer product: KV vectors of
+// k (one gy load per vector) times NC broadcast columns, summed over the pixels, with no
+// horizontal reductions and no thrown-away columns; it reaches the FMA:load balance the
+// inner-product kernel above cannot (2 + NC loads per 2*NC FMAs instead of KW + NT per
+// KW*NT).
+#if defined(FC_ISA_avx512)
+constexpr int WNC2 = 12, WNC1 = 24;  // 24 accumulators of 32 zmm
+#else
+constexpr int WNC2 = 6, WNC1 = 12;  // 12 of 16
+#endif
+
+struct WGeo {
+  int64_t P, Q, Kp;    // gy tile layout, per group: [n][P][Q][Kp]
+  int64_t xn, xp, xq;  // x strides (elements) per image, per output row, per output column
+};
+
+// acc[j][v*L + l] += sum over pixel rows [rr0, rr1) (row rr = n*P + p) of
+// x[col j of the pixel] * gy[pixel][v*L + l]; acc is in memory between calls so a task
+// can revisit it chunk by chunk.
+template <class T, int KV, int NC>
+void wgrad_tile(const WGeo& g, int64_t rr0, int64_t rr1, const T* __restrict gyk,
+                const T* __restrict xc, T* __restrict acc) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  V a[NC][KV];
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) a[j][v] = S::load(acc + (j * KV + v) * L);
+  int64_t n = rr0 / g.P, p = rr0 % g.P;
+  for (int64_t rr = rr0; rr < rr1; ++rr) {
+    const T* gp = gyk + rr * g.Q * g.Kp;
+    const T* xp = xc + n * g.xn + p * g.xp;
+    for (int64_t q = 0; q < g.Q; ++q, gp += g.Kp, xp += g.xq) {
+      V gv[KV];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; ++v) gv[v] = S::load(gp + v * L);
+#pragma GCC unroll 24
+      for (int j = 0; j < NC; ++j) {
+        const V b = S::splat(xp[j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; ++v) a[j][v] += b * gv[v];
+      }
+    }
+    if (++p == g.P) {
+      p = 0;
+      ++n;
+    }
+  }
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) S::store(acc + (j * KV + v) * L, a[j][v]);
+}
+
+// Rounds a workspace pointer up to a cache line so that the k-vector loads of gy never
+// straddle two lines.
+template <class T>
+T* line_aligned(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
+}
+
+// d[j * ds + i] = s[i * ss + j] for i < ni, j < nj: 8 x 8 tiles through a register-sized
+// buffer (fixed trip counts the compiler unrolls), so each source and destination line
+// is touched once per tile instead of once per element.
+template <class T>
+void transpose(const T* __restrict s, int64_t ss, int64_t ni, int64_t nj, T* __restrict d,
+               int64_t ds) {
+  constexpr int B = 8;
+  int64_t i0 = 0;
+  for (; i0 + B <= ni; i0 += B) {
+    int64_t j0 = 0;
+    for (; j0 + B <= nj; j0 += B) {
+      T buf[B][B];
+#pragma GCC unroll 8
+      for (int i = 0; i < B; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + j0 + j];
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) std::memcpy(d + (j0 + j) * ds + i0, buf[j], sizeof(buf[j]));
+    }
+    for (int64_t j = j0; j < nj; ++j)
+      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j];
+  }
+  for (int64_t j = 0; j < nj; ++j)
+    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j];
+}
+
+// Channels-last, zero-padded copy of x per group, [g][n][Hp][Wp][Cg], holding only the
+// window the taps read (rows / columns outside x are zeros). A 1-wide filter axis reads
+// only every stride-th input line, so only those are stored (step > 1).
+struct XGeo {
+  int64_t rstep, cstep, Hp, Wp;
+};
+
+inline XGeo x_geo(const ConvShape& s) {
+  XGeo g;
+  g.rstep = s.R == 1 ? s.sh : 1;
+  g.cstep = s.S == 1 ? s.sw : 1;
+  g.Hp = s.R == 1 ? s.P : (s.P - 1) * s.sh + (s.R - 1) * s.dh + 1;
+  g.Wp = s.S == 1 ? s.Q : (s.Q - 1) * s.sw + (s.S - 1) * s.dw + 1;
+  return g;
+}
+
+template <class T>
+void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
+  const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hp = xg.Hp, Wp = xg.Wp;
+  const int64_t rstep = xg.rstep, cstep = xg.cstep;
+  const int64_t x_rows = G * N * Hp;
+#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wp * Cg))
+  for (int64_t row = 0; row < x_rows; ++row) {
+    const int64_t i = row % Hp, n = row / Hp % N, g = row / (Hp * N);
+    T* d = xt + row * Wp * Cg;
+    const int64_t h = i * rstep - s.ph;
+    // stored columns wc with 0 <= wc*cstep - pw < W
+    const int64_t w_lo = std::min(Wp, ceil_div(s.pw, cstep));
+    const int64_t w_hi = std::max(w_lo, std::min<int64_t>(Wp, floor_div(s.W - 1 + s.pw, cstep) + 1));
+    if (h < 0 || h >= s.H || w_hi <= w_lo) {
+      std::fill(d, d + Wp * Cg, T(0));
+      continue;
+    }
+    std::fill(d, d + w_lo * Cg, T(0));
+    std::fill(d + w_hi * Cg, d + Wp * Cg, T(0));
+    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W - s.pw;
+    if (cstep == 1) {
+      transpose(sr + w_lo, s.H * s.W, Cg, w_hi - w_lo, d + w_lo * Cg, Cg);
+    } else {
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t wc = w_lo; wc < w_hi; ++wc) d[wc * Cg + c] = sr[c * s.H * s.W + wc * cstep];
+    }
+  }
+}
+
+// Column runs over the channels-last x: one per filter row (columns s*Cg + c, contiguous
+// per pixel) with horizontal dilation 1, else one per tap (columns c).
+struct Run {
+  int64_t off, ncols, tap0;  // x offset of column 0, columns, tap of column 0
+};
+
+inline std::vector<Run> col_runs(const ConvShape& s, int64_t Wp) {
+  const int64_t Cg = s.Cg();
+  std::vector<Run> runs;
+  if (s.dw == 1) {
+    for (int64_t r = 0; r < s.R; ++r) runs.push_back({r * s.dh * Wp * Cg, s.S * Cg, r * s.S});
+  } else {
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        runs.push_back({(r * s.dh * Wp + t * s.dw) * Cg, Cg, r * s.S + t});
+  }
+  return runs;
+}
+
+template <class T, int KV, int NC>
+void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  const XGeo xg = x_geo(s);
+  const int64_t Hp = xg.Hp, Wp = xg.Wp;
+  const int64_t gy_g = N * P * Q * Kp, x_g = N * Hp * Wp * Cg;
+  T* gyt = line_aligned(workspace<T>(1, size_t(G) * gy_g + 64 / sizeof(T)));
+  // Slack: the last column tile of a run reads up to NC - 1 columns past it.
+  T* xt = workspace<T>(0, size_t(G) * x_g + NC);
+  std::fill(xt + G * x_g, xt + G * x_g + NC, T(0));
+  const int64_t gy_rows = G * N * P;
+#pragma omp parallel for schedule(static) num_threads(threads_for(gy_rows, Q * Kp))
+  for (int64_t row = 0; row < gy_rows; ++row) {
+    const int64_t p = row % P, n = row / P % N, g = row / (P * N);
+    T* d = gyt + row * Q * Kp;
+    const T* sr = gy + ((n * s.K + g * Kg) * P + p) * Q;
+    transpose(sr, P * Q, Kg, Q, d, Kp);
+    if (Kp > Kg)
+      for (int64_t q = 0; q < Q; ++q) std::fill(d + q * Kp + Kg, d + (q + 1) * Kp, T(0));
+  }
+  build_x_nhwc(s, xg, x, xt);
+  const std::vector<Run> runs = col_runs(s, Wp);
+  struct Item { int64_t run, j0; };
+  std::vector<Item> items;
+  for (int64_t e = 0; e < static_cast<int64_t>(runs.size()); ++e)
+    for (int64_t j = 0; j < runs[e].ncols; j += NC) items.push_back({e, j});
+  const int64_t ni = static_cast<int64_t>(items.size());
+  constexpr int64_t IB = 8;  // items per task: 8 accumulator tiles (12 KB at 16 x 2 x 12 floats)
+  const int64_t IBn = ceil_div(ni, IB);
+  // Pixel rows per chunk: ~256 pixels, so a chunk's gy tile (256 x KT) stays in L1/L2
+  // while the task's items pass over it.
+  const int64_t chunk = std::max<int64_t>(1, 256 / Q);
+  const WGeo geo{P, Q, Kp, Hp * Wp * Cg, s.sh / xg.rstep * Wp * Cg, s.sw / xg.cstep * Cg};
+  const int64_t tasks = G * KTn * IBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * N * P * Q))
+  {
+    std::vector<T> acc(size_t(IB) * NC * KT);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t ib = task % IBn, kt = task / IBn % KTn, g = task / (IBn * KTn);
+      const int64_t i0 = ib * IB, i1 = std::min(ni, i0 + IB);
+      std::fill(acc.begin(), acc.end(), T(0));
+      const T* gyk = gyt + g * gy_g + kt * KT;
+      const T* xg = xt + g * x_g;
+      for (int64_t rr = 0; rr < N * P; rr += chunk) {
+        const int64_t rr1 = std::min(N * P, rr + chunk);
+        for (int64_t i = i0; i < i1; ++i)
+          wgrad_tile<T, KV, NC>(geo, rr, rr1, gyk, xg + runs[items[i].run].off + items[i].j0,
+                                acc.data() + (i - i0) * NC * KT);
+      }
+      for (int64_t i = i0; i < i1; ++i) {
+        const Run& ru = runs[items[i].run];
+        const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
+        const T* a = acc.data() + (i - i0) * NC * KT;
+        for (int64_t j = 0; j < jn; ++j) {
+          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg, c = col % Cg;
+          for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
+            gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
+        }
+      }
+    }
+  }
+}
+// Channels-last forward: a tile of FMP pixels of one output row times KV vectors of
+// filters, reduced over every run's columns: per column, KV weight-vector loads and FMP
+// broadcasts for KV*FMP FMAs. Unlike the wide-row kernel it computes no padding columns,
+// which on 7 x 7 and 14 x 14 images are a quarter / an eighth of the wide grid.
+constexpr int FMP = 7;  // 14 accumulators at KV = 2; every ResNet width is a multiple of 7
+
+template <class T, int KV, int MP>
+void fwd_tile(int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* __restrict wk,
+              T* __restrict out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, KT = KV * L;
+  V a[MP][KV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MP; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) a[i][v] = V{};
+  for (int64_t e = 0; e < nruns; ++e) {
+    const T* xi[MP];
+#pragma GCC unroll 8
+    for (int i = 0; i < MP; ++i) xi[i] = xb + runs[e].off + i * xq;
+    const int64_t nc = runs[e].ncols;
+    for (int64_t j = 0; j < nc; ++j, wk += KT) {
+      V wv[KV];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; ++v) wv[v] = S::load(wk + v * L);
+#pragma GCC unroll 8
+      for (int i = 0; i < MP; ++i) {
+        const V b = S::splat(xi[i][j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; ++v) a[i][v] += b * wv[v];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MP; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) S::store(out + i * KT + v * L, a[i][v]);
+}
+
+template <class T, int KV, int MP = FMP>
+void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* wk,
+                T* out) {
+  if constexpr (MP > 1) {
+    if (mp < MP) return fwd_tile_n<T, KV, MP - 1>(mp, nruns, runs, xb, xq, wk, out);
+  }
+  fwd_tile<T, KV, MP>(nruns, runs, xb, xq, wk, out);
+}
+
+// y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
+// read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
+// view (c_outer: packing walks c outermost, the order that view is contiguous in). Results do not depend on the thread count: each output is one tile's sum.
+template <class T, int KV, class WFn>
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bias, T* y) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  const XGeo xg = x_geo(s);
+  const int64_t x_g = N * xg.Hp * xg.Wp * Cg, ncol = RS * Cg;
+  T* xt = workspace<T>(0, size_t(G) * x_g);
+  build_x_nhwc(s, xg, x, xt);
+  const std::vector<Run> runs = col_runs(s, xg.Wp);
+  const int64_t nruns = static_cast<int64_t>(runs.size());
+  // Packed filters [g][kt][run][column][KT], zero past Kg.
+  T* wp = line_aligned(workspace<T>(1, size_t(G) * Kp * ncol + 64 / sizeof(T)));
+  const int64_t per_run = runs[0].ncols;
+#pragma omp parallel for schedule(static) num_threads(threads_for(G * KTn, KT * ncol))
+  for (int64_t gk = 0; gk < G * KTn; ++gk) {
+    const int64_t g = gk / KTn, kt = gk % KTn;
+    T* d = wp + gk * ncol * KT;
+    const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
+    if (kv < KT) std::fill(d, d + ncol * KT, T(0));
+    // Loop order follows the source: filters outer for the forward's [k][c][tap], channels
+    // outer for backward-data's transposed view (one cache line per element otherwise).
+    auto put = [&](int64_t kk, int64_t c, int64_t t) {
+      const int64_t col = s.dw == 1 ? (t / s.S) * per_run + (t % s.S) * Cg + c : t * Cg + c;
+      d[col * KT + kk] = wfn(g, kt * KT + kk, c, t);
+    };
+    if (c_outer) {
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t kk = 0; kk < kv; ++kk)
+          for (int64_t t = 0; t < RS; ++t) put(kk, c, t);
+    } else {
+      for (int64_t kk = 0; kk < kv; ++kk)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t t = 0; t < RS; ++t) put(kk, c, t);
+    }
+  }
+  const int nth = num_threads();
+  const int64_t rows = N * P;
+  const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
+  const int64_t tasks = G * KTn * RBn, PQ = P * Q;
+  const int64_t xrow = s.sh / xg.rstep * xg.Wp * Cg, xq = s.sw / xg.cstep * Cg;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
+  {
+    alignas(64) T out[FMP * KT];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t rb = task % RBn, kt = task / RBn % KTn, g = task / (RBn * KTn);
+      const T* wk = wp + (g * KTn + kt) * ncol * KT;
+      const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
+      for (int64_t rr = rows * rb / RBn; rr < rows * (rb + 1) / RBn; ++rr) {
+        const int64_t n = rr / P, p = rr % P;
+        const T* xr = xt + g * x_g + n * xg.Hp * xg.Wp * Cg + p * xrow;
+        for (int64_t q0 = 0; q0 < Q; q0 += FMP) {
+          const int mp = static_cast<int>(std::min<int64_t>(FMP, Q - q0));
+          fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
+          for (int64_t kk = 0; kk < kv; ++kk) {
+            const int64_t k = g * Kg + kt * KT + kk;
+            T* dst = y + (n * s.K + k) * PQ + p * Q + q0;
+            const T b = bias ? bias[k] : T(0);
+            for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The channels-last forward wins where the wide-row grid is mostly padding (small
+// images: 7 x 7 computes 64 columns for 49 outputs) and the k tile is well used.
+template <class T>
+bool prefer_nhwc(const ConvShape& s) {
+  constexpr int L = Simd<T>::L, JB = NR * L;
+  const int64_t Kg = s.Kg();
+  if (Kg < 2 * L || s.P * s.Q == 0) return false;
+  const double k_eff = double(Kg) / double(ceil_div(Kg, 2 * L) * 2 * L);
+  const double wide_eff = double(s.P * s.Q) / double(ceil_div(s.P * fwd_geom<T>(s).PW, JB) * JB);
+  // 0.92: measured on ResNet-18's layers, the wide grid stays ahead down to ~94 % used
+  // (56 x 56; 3x3/2 on 56 x 56) and falls behind from ~91 % (28 x 28).
+  return wide_eff < 0.92 * k_eff;
+}
+
+}  // namespace
+
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
+  if (prefer_nhwc<T>(s)) {
+    const int64_t RS = s.R * s.S;
+    return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
+      return w[((g * Kg + k) * Cg + c) * RS + t];
+    }, false, bias, y);
+  }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
   build_fwd_src(s, geo, x, src);
@@ -309,6 +673,21 @@ template <class T>
 void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, HW = s.H * s.W, RS = s.R * s.S;
+  // Stride 1 with padding inside the kernel's reach: grad_x is the forward correlation of
+  // grad_out (padded by (R-1)*dh - ph) with the flipped, transposed filters.
+  if (s.sh == 1 && s.sw == 1 && s.ph <= (s.R - 1) * s.dh && s.pw <= (s.S - 1) * s.dw) {
+    ConvShape t = s;
+    t.C = s.K; t.H = s.P; t.W = s.Q;
+    t.K = s.C; t.P = s.H; t.Q = s.W;
+    t.ph = (s.R - 1) * s.dh - s.ph;
+    t.pw = (s.S - 1) * s.dw - s.pw;
+    if (prefer_nhwc<T>(t)) {
+      const int64_t R = s.R, S = s.S;
+      return fwd_nhwc<T, 2>(t, gy, [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
+        return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
+      }, true, static_cast<const T*>(nullptr), gx);
+    }
+  }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
   // Margins mt / ml shift the most negative offsets to >= 0.
   int64_t mt = 0, ml = 0, maxdy = 0, maxdx = 0;
@@ -468,201 +847,6 @@ void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, con
       for (int l = 0; l < L; ++l) sum += acc[i][t][l];
       out[i * NT + t] = sum;
     }
-}
-}  // namespace
-
-namespace {
-// Channels-last weight gradient. With gy as [g][n][p][q][k] (k padded to the tile) and x
-// as [g][n][h][w][c] (zero-padded), a filter row r reads, for each output pixel, the
-// S*Cg values x[h][w .. w+S-1][0 .. Cg-1] as ONE contiguous run of "columns"
-// j = s*Cg + c (dilation 1). The micro-kernel is then an outer product: KV vectors of
-// k (one gy load per vector) times NC broadcast columns, summed over the pixels, with no
-// horizontal reductions and no thrown-away columns; it reaches the FMA:load balance the
-// inner-product kernel above cannot (2 + NC loads per 2*NC FMAs instead of KW + NT per
-// KW*NT).
-#if defined(FC_ISA_avx512)
-constexpr int WNC2 = 12, WNC1 = 24;  // 24 accumulators of 32 zmm
-#else
-constexpr int WNC2 = 6, WNC1 = 12;  // 12 of 16
-#endif
-
-struct WGeo {
-  int64_t P, Q, Kp;    // gy tile layout, per group: [n][P][Q][Kp]
-  int64_t xn, xp, xq;  // x strides (elements) per image, per output row, per output column
-};
-
-// acc[j][v*L + l] += sum over pixel rows [rr0, rr1) (row rr = n*P + p) of
-// x[col j of the pixel] * gy[pixel][v*L + l]; acc is in memory between calls so a task
-// can revisit it chunk by chunk.
-template <class T, int KV, int NC>
-void wgrad_tile(const WGeo& g, int64_t rr0, int64_t rr1, const T* __restrict gyk,
-                const T* __restrict xc, T* __restrict acc) {
-  using S = Simd<T>;
-  using V = typename S::V;
-  constexpr int L = S::L;
-  V a[NC][KV];
-#pragma GCC unroll 24
-  for (int j = 0; j < NC; ++j)
-#pragma GCC unroll 2
-    for (int v = 0; v < KV; ++v) a[j][v] = S::load(acc + (j * KV + v) * L);
-  int64_t n = rr0 / g.P, p = rr0 % g.P;
-  for (int64_t rr = rr0; rr < rr1; ++rr) {
-    const T* gp = gyk + rr * g.Q * g.Kp;
-    const T* xp = xc + n * g.xn + p * g.xp;
-    for (int64_t q = 0; q < g.Q; ++q, gp += g.Kp, xp += g.xq) {
-      V gv[KV];
-#pragma GCC unroll 2
-      for (int v = 0; v < KV; ++v) gv[v] = S::load(gp + v * L);
-#pragma GCC unroll 24
-      for (int j = 0; j < NC; ++j) {
-        const V b = S::splat(xp[j]);
-#pragma GCC unroll 2
-        for (int v = 0; v < KV; ++v) a[j][v] += b * gv[v];
-      }
-    }
-    if (++p == g.P) {
-      p = 0;
-      ++n;
-    }
-  }
-#pragma GCC unroll 24
-  for (int j = 0; j < NC; ++j)
-#pragma GCC unroll 2
-    for (int v = 0; v < KV; ++v) S::store(acc + (j * KV + v) * L, a[j][v]);
-}
-
-// Rounds a workspace pointer up to a cache line so that the k-vector loads of gy never
-// straddle two lines.
-template <class T>
-T* line_aligned(T* p) {
-  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
-  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
-}
-
-// d[j * ds + i] = s[i * ss + j] for i < ni, j < nj: 8 x 8 tiles through a register-sized
-// buffer (fixed trip counts the compiler unrolls), so each source and destination line
-// is touched once per tile instead of once per element.
-template <class T>
-void transpose(const T* __restrict s, int64_t ss, int64_t ni, int64_t nj, T* __restrict d,
-               int64_t ds) {
-  constexpr int B = 8;
-  int64_t i0 = 0;
-  for (; i0 + B <= ni; i0 += B) {
-    int64_t j0 = 0;
-    for (; j0 + B <= nj; j0 += B) {
-      T buf[B][B];
-#pragma GCC unroll 8
-      for (int i = 0; i < B; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + j0 + j];
-#pragma GCC unroll 8
-      for (int j = 0; j < B; ++j) std::memcpy(d + (j0 + j) * ds + i0, buf[j], sizeof(buf[j]));
-    }
-    for (int64_t j = j0; j < nj; ++j)
-      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j];
-  }
-  for (int64_t j = 0; j < nj; ++j)
-    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j];
-}
-
-template <class T, int KV, int NC>
-void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
-  constexpr int L = Simd<T>::L, KT = KV * L;
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
-  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
-  // Only the window the taps actually read; rows / columns outside x are zeros. A 1-wide
-  // filter axis reads only every stride-th input line, so only those are stored.
-  const int64_t rstep = s.R == 1 ? s.sh : 1, cstep = s.S == 1 ? s.sw : 1;
-  const int64_t Hp = s.R == 1 ? P : (P - 1) * s.sh + (s.R - 1) * s.dh + 1;
-  const int64_t Wp = s.S == 1 ? Q : (Q - 1) * s.sw + (s.S - 1) * s.dw + 1;
-  const int64_t gy_g = N * P * Q * Kp, x_g = N * Hp * Wp * Cg;
-  T* gyt = line_aligned(workspace<T>(1, size_t(G) * gy_g + 64 / sizeof(T)));
-  // Slack: the last column tile of a run reads up to NC - 1 columns past it.
-  T* xt = workspace<T>(0, size_t(G) * x_g + NC);
-  std::fill(xt + G * x_g, xt + G * x_g + NC, T(0));
-  const int64_t gy_rows = G * N * P;
-#pragma omp parallel for schedule(static) num_threads(threads_for(gy_rows, Q * Kp))
-  for (int64_t row = 0; row < gy_rows; ++row) {
-    const int64_t p = row % P, n = row / P % N, g = row / (P * N);
-    T* d = gyt + row * Q * Kp;
-    const T* sr = gy + ((n * s.K + g * Kg) * P + p) * Q;
-    transpose(sr, P * Q, Kg, Q, d, Kp);
-    if (Kp > Kg)
-      for (int64_t q = 0; q < Q; ++q) std::fill(d + q * Kp + Kg, d + (q + 1) * Kp, T(0));
-  }
-  const int64_t x_rows = G * N * Hp;
-#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wp * Cg))
-  for (int64_t row = 0; row < x_rows; ++row) {
-    const int64_t i = row % Hp, n = row / Hp % N, g = row / (Hp * N);
-    T* d = xt + row * Wp * Cg;
-    const int64_t h = i * rstep - s.ph;
-    // stored columns wc with 0 <= wc*cstep - pw < W
-    const int64_t w_lo = std::min(Wp, ceil_div(s.pw, cstep));
-    const int64_t w_hi = std::max(w_lo, std::min<int64_t>(Wp, floor_div(s.W - 1 + s.pw, cstep) + 1));
-    if (h < 0 || h >= s.H || w_hi <= w_lo) {
-      std::fill(d, d + Wp * Cg, T(0));
-      continue;
-    }
-    std::fill(d, d + w_lo * Cg, T(0));
-    std::fill(d + w_hi * Cg, d + Wp * Cg, T(0));
-    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W - s.pw;
-    if (cstep == 1) {
-      transpose(sr + w_lo, s.H * s.W, Cg, w_hi - w_lo, d + w_lo * Cg, Cg);
-    } else {
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t wc = w_lo; wc < w_hi; ++wc) d[wc * Cg + c] = sr[c * s.H * s.W + wc * cstep];
-    }
-  }
-  // Column runs: one per filter row (columns s*Cg + c) with dilation 1, else one per tap.
-  struct Run { int64_t off, ncols, tap0; };
-  std::vector<Run> runs;
-  if (s.dw == 1) {
-    for (int64_t r = 0; r < s.R; ++r) runs.push_back({r * s.dh * Wp * Cg, s.S * Cg, r * s.S});
-  } else {
-    for (int64_t r = 0; r < s.R; ++r)
-      for (int64_t t = 0; t < s.S; ++t)
-        runs.push_back({(r * s.dh * Wp + t * s.dw) * Cg, Cg, r * s.S + t});
-  }
-  struct Item { int64_t run, j0; };
-  std::vector<Item> items;
-  for (int64_t e = 0; e < static_cast<int64_t>(runs.size()); ++e)
-    for (int64_t j = 0; j < runs[e].ncols; j += NC) items.push_back({e, j});
-  const int64_t ni = static_cast<int64_t>(items.size());
-  constexpr int64_t IB = 8;  // items per task: 8 accumulator tiles (12 KB at 16 x 2 x 12 floats)
-  const int64_t IBn = ceil_div(ni, IB);
-  // Pixel rows per chunk: ~256 pixels, so a chunk's gy tile (256 x KT) stays in L1/L2
-  // while the task's items pass over it.
-  const int64_t chunk = std::max<int64_t>(1, 256 / Q);
-  const WGeo geo{P, Q, Kp, Hp * Wp * Cg, s.sh / rstep * Wp * Cg, s.sw / cstep * Cg};
-  const int64_t tasks = G * KTn * IBn;
-#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * N * P * Q))
-  {
-    std::vector<T> acc(size_t(IB) * NC * KT);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t ib = task % IBn, kt = task / IBn % KTn, g = task / (IBn * KTn);
-      const int64_t i0 = ib * IB, i1 = std::min(ni, i0 + IB);
-      std::fill(acc.begin(), acc.end(), T(0));
-      const T* gyk = gyt + g * gy_g + kt * KT;
-      const T* xg = xt + g * x_g;
-      for (int64_t rr = 0; rr < N * P; rr += chunk) {
-        const int64_t rr1 = std::min(N * P, rr + chunk);
-        for (int64_t i = i0; i < i1; ++i)
-          wgrad_tile<T, KV, NC>(geo, rr, rr1, gyk, xg + runs[items[i].run].off + items[i].j0,
-                                acc.data() + (i - i0) * NC * KT);
-      }
-      for (int64_t i = i0; i < i1; ++i) {
-        const Run& ru = runs[items[i].run];
-        const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
-        const T* a = acc.data() + (i - i0) * NC * KT;
-        for (int64_t j = 0; j < jn; ++j) {
-          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg, c = col % Cg;
-          for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
-            gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
-        }
-      }
-    }
-  }
 }
 }  // namespace
 
