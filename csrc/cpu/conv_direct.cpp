@@ -295,12 +295,12 @@ T* line_aligned(T* p) {
   return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
 }
 
-// d[j * ds + i] = s[i * ss + j] for i < ni, j < nj: 8 x 8 tiles through a register-sized
-// buffer (fixed trip counts the compiler unrolls), so each source and destination line
-// is touched once per tile instead of once per element.
+// d[j * ds + i] = s[i * ss + j * sj] for i < ni, j < nj: 8 x 8 tiles through a
+// register-sized buffer (fixed trip counts the compiler unrolls), so each source and
+// destination line is touched once per tile instead of once per element.
 template <class T>
-void transpose(const T* __restrict s, int64_t ss, int64_t ni, int64_t nj, T* __restrict d,
-               int64_t ds) {
+void transpose(const T* __restrict s, int64_t ss, int64_t sj, int64_t ni, int64_t nj,
+               T* __restrict d, int64_t ds) {
   constexpr int B = 8;
   int64_t i0 = 0;
   for (; i0 + B <= ni; i0 += B) {
@@ -310,77 +310,89 @@ void transpose(const T* __restrict s, int64_t ss, int64_t ni, int64_t nj, T* __r
 #pragma GCC unroll 8
       for (int i = 0; i < B; ++i)
 #pragma GCC unroll 8
-        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + j0 + j];
+        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + (j0 + j) * sj];
 #pragma GCC unroll 8
       for (int j = 0; j < B; ++j) std::memcpy(d + (j0 + j) * ds + i0, buf[j], sizeof(buf[j]));
     }
     for (int64_t j = j0; j < nj; ++j)
-      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j];
+      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j * sj];
   }
   for (int64_t j = 0; j < nj; ++j)
-    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j];
+    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j * sj];
 }
 
-// Channels-last, zero-padded copy of x per group, [g][n][Hp][Wp][Cg], holding only the
-// window the taps read (rows / columns outside x are zeros). A 1-wide filter axis reads
-// only every stride-th input line, so only those are stored (step > 1).
+// Channels-last, zero-padded, phase-split copy of x per group and image:
+// [g][n][a][b][Hq][Wq][Cg], phase (a, b) holding the input pixels
+// (i*sh + a - ph, j*sw + b - pw) as in the wide-row forward. Tap (r, s) reads phase
+// (r*dh % sh, s*dw % sw) at row / column offset (r*dh / sh, s*dw / sw), so consecutive
+// output pixels are consecutive pixels of every phase whatever the stride (a strided
+// walk through a full-resolution copy costs ~1.6x at stride 2). Phases no tap reads
+// (1x1 stride 2 reads only (0, 0)) are not built; their slots are never read.
 struct XGeo {
-  int64_t rstep, cstep, Hp, Wp;
+  int64_t Hq, Wq, plane, img;  // phase grid, elements per phase and per image
+  std::vector<char> used;      // [a * sw + b]
 };
 
 inline XGeo x_geo(const ConvShape& s) {
   XGeo g;
-  g.rstep = s.R == 1 ? s.sh : 1;
-  g.cstep = s.S == 1 ? s.sw : 1;
-  g.Hp = s.R == 1 ? s.P : (s.P - 1) * s.sh + (s.R - 1) * s.dh + 1;
-  g.Wp = s.S == 1 ? s.Q : (s.Q - 1) * s.sw + (s.S - 1) * s.dw + 1;
+  g.Hq = s.P + (s.R - 1) * s.dh / s.sh;
+  g.Wq = s.Q + (s.S - 1) * s.dw / s.sw;
+  g.plane = g.Hq * g.Wq * s.Cg();
+  g.img = s.sh * s.sw * g.plane;
+  g.used.assign(s.sh * s.sw, 0);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) g.used[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 1;
   return g;
 }
 
 template <class T>
 void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
-  const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hp = xg.Hp, Wp = xg.Wp;
-  const int64_t rstep = xg.rstep, cstep = xg.cstep;
-  const int64_t x_rows = G * N * Hp;
-#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wp * Cg))
+  const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hq = xg.Hq, Wq = xg.Wq;
+  const int64_t x_rows = G * N * s.sh * s.sw * Hq;
+#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wq * Cg))
   for (int64_t row = 0; row < x_rows; ++row) {
-    const int64_t i = row % Hp, n = row / Hp % N, g = row / (Hp * N);
-    T* d = xt + row * Wp * Cg;
-    const int64_t h = i * rstep - s.ph;
-    // stored columns wc with 0 <= wc*cstep - pw < W
-    const int64_t w_lo = std::min(Wp, ceil_div(s.pw, cstep));
-    const int64_t w_hi = std::max(w_lo, std::min<int64_t>(Wp, floor_div(s.W - 1 + s.pw, cstep) + 1));
-    if (h < 0 || h >= s.H || w_hi <= w_lo) {
-      std::fill(d, d + Wp * Cg, T(0));
+    const int64_t i = row % Hq, ab = row / Hq % (s.sh * s.sw), gn = row / (Hq * s.sh * s.sw);
+    if (!xg.used[ab]) continue;
+    const int64_t a = ab / s.sw, b = ab % s.sw, n = gn % N, g = gn / N;
+    T* d = xt + row * Wq * Cg;
+    const int64_t h = i * s.sh + a - s.ph;
+    // phase columns j with 0 <= j*sw + b - pw < W
+    const int64_t j_lo = std::min(Wq, std::max<int64_t>(0, ceil_div(s.pw - b, s.sw)));
+    const int64_t j_hi = std::max(j_lo, std::min<int64_t>(Wq, floor_div(s.W - 1 + s.pw - b, s.sw) + 1));
+    if (h < 0 || h >= s.H || j_hi <= j_lo) {
+      std::fill(d, d + Wq * Cg, T(0));
       continue;
     }
-    std::fill(d, d + w_lo * Cg, T(0));
-    std::fill(d + w_hi * Cg, d + Wp * Cg, T(0));
-    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W - s.pw;
-    if (cstep == 1) {
-      transpose(sr + w_lo, s.H * s.W, Cg, w_hi - w_lo, d + w_lo * Cg, Cg);
-    } else {
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t wc = w_lo; wc < w_hi; ++wc) d[wc * Cg + c] = sr[c * s.H * s.W + wc * cstep];
-    }
+    std::fill(d, d + j_lo * Cg, T(0));
+    std::fill(d + j_hi * Cg, d + Wq * Cg, T(0));
+    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W + j_lo * s.sw + b - s.pw;
+    transpose(sr, s.H * s.W, s.sw, Cg, j_hi - j_lo, d + j_lo * Cg, Cg);
   }
 }
 
-// Column runs over the channels-last x: one per filter row (columns s*Cg + c, contiguous
-// per pixel) with horizontal dilation 1, else one per tap (columns c).
+// Column runs over the channels-last x: with horizontal dilation 1, one per (filter row,
+// column phase), its taps s = b, b + sw, ... at consecutive phase columns, so the run's
+// columns (i*Cg + c for its i-th tap) are contiguous per pixel; else one per tap.
 struct Run {
-  int64_t off, ncols, tap0;  // x offset of column 0, columns, tap of column 0
+  int64_t off, ncols, tap0, tapstep;  // x offset of column 0, columns, taps tap0 + i*tapstep
 };
 
-inline std::vector<Run> col_runs(const ConvShape& s, int64_t Wp) {
+inline std::vector<Run> col_runs(const ConvShape& s, const XGeo& xg) {
   const int64_t Cg = s.Cg();
   std::vector<Run> runs;
-  if (s.dw == 1) {
-    for (int64_t r = 0; r < s.R; ++r) runs.push_back({r * s.dh * Wp * Cg, s.S * Cg, r * s.S});
-  } else {
-    for (int64_t r = 0; r < s.R; ++r)
-      for (int64_t t = 0; t < s.S; ++t)
-        runs.push_back({(r * s.dh * Wp + t * s.dw) * Cg, Cg, r * s.S + t});
+  for (int64_t r = 0; r < s.R; ++r) {
+    const int64_t a = r * s.dh % s.sh, ro = r * s.dh / s.sh;
+    if (s.dw == 1) {
+      for (int64_t b = 0; b < std::min(s.sw, s.S); ++b) {
+        const int64_t nt = ceil_div(s.S - b, s.sw);
+        runs.push_back({(a * s.sw + b) * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b, s.sw});
+      }
+    } else {
+      for (int64_t t = 0; t < s.S; ++t) {
+        const int64_t b = t * s.dw % s.sw, co = t * s.dw / s.sw;
+        runs.push_back({(a * s.sw + b) * xg.plane + (ro * xg.Wq + co) * Cg, Cg, r * s.S + t, 1});
+      }
+    }
   }
   return runs;
 }
@@ -391,8 +403,7 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
   const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
   const XGeo xg = x_geo(s);
-  const int64_t Hp = xg.Hp, Wp = xg.Wp;
-  const int64_t gy_g = N * P * Q * Kp, x_g = N * Hp * Wp * Cg;
+  const int64_t gy_g = N * P * Q * Kp, x_g = N * xg.img;
   T* gyt = line_aligned(workspace<T>(1, size_t(G) * gy_g + 64 / sizeof(T)));
   // Slack: the last column tile of a run reads up to NC - 1 columns past it.
   T* xt = workspace<T>(0, size_t(G) * x_g + NC);
@@ -403,12 +414,12 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
     const int64_t p = row % P, n = row / P % N, g = row / (P * N);
     T* d = gyt + row * Q * Kp;
     const T* sr = gy + ((n * s.K + g * Kg) * P + p) * Q;
-    transpose(sr, P * Q, Kg, Q, d, Kp);
+    transpose(sr, P * Q, 1, Kg, Q, d, Kp);
     if (Kp > Kg)
       for (int64_t q = 0; q < Q; ++q) std::fill(d + q * Kp + Kg, d + (q + 1) * Kp, T(0));
   }
   build_x_nhwc(s, xg, x, xt);
-  const std::vector<Run> runs = col_runs(s, Wp);
+  const std::vector<Run> runs = col_runs(s, xg);
   struct Item { int64_t run, j0; };
   std::vector<Item> items;
   for (int64_t e = 0; e < static_cast<int64_t>(runs.size()); ++e)
@@ -419,7 +430,7 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   // Pixel rows per chunk: ~256 pixels, so a chunk's gy tile (256 x KT) stays in L1/L2
   // while the task's items pass over it.
   const int64_t chunk = std::max<int64_t>(1, 256 / Q);
-  const WGeo geo{P, Q, Kp, Hp * Wp * Cg, s.sh / xg.rstep * Wp * Cg, s.sw / xg.cstep * Cg};
+  const WGeo geo{P, Q, Kp, xg.img, xg.Wq * Cg, Cg};
   const int64_t tasks = G * KTn * IBn;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * N * P * Q))
   {
@@ -442,7 +453,7 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
         const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
         const T* a = acc.data() + (i - i0) * NC * KT;
         for (int64_t j = 0; j < jn; ++j) {
-          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg, c = col % Cg;
+          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg * ru.tapstep, c = col % Cg;
           for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
             gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
         }
@@ -508,14 +519,16 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
   const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
   const XGeo xg = x_geo(s);
-  const int64_t x_g = N * xg.Hp * xg.Wp * Cg, ncol = RS * Cg;
+  const int64_t x_g = N * xg.img, ncol = RS * Cg;
   T* xt = workspace<T>(0, size_t(G) * x_g);
   build_x_nhwc(s, xg, x, xt);
-  const std::vector<Run> runs = col_runs(s, xg.Wp);
+  const std::vector<Run> runs = col_runs(s, xg);
   const int64_t nruns = static_cast<int64_t>(runs.size());
-  // Packed filters [g][kt][run][column][KT], zero past Kg.
+  // Packed filters [g][kt][run][column][KT], zero past Kg; tapcol[t]: column of (c=0, t).
   T* wp = line_aligned(workspace<T>(1, size_t(G) * Kp * ncol + 64 / sizeof(T)));
-  const int64_t per_run = runs[0].ncols;
+  std::vector<int64_t> tapcol(RS);
+  for (int64_t e = 0, base = 0; e < nruns; base += runs[e].ncols, ++e)
+    for (int64_t i = 0; i < runs[e].ncols / Cg; ++i) tapcol[runs[e].tap0 + i * runs[e].tapstep] = base + i * Cg;
 #pragma omp parallel for schedule(static) num_threads(threads_for(G * KTn, KT * ncol))
   for (int64_t gk = 0; gk < G * KTn; ++gk) {
     const int64_t g = gk / KTn, kt = gk % KTn;
@@ -525,8 +538,7 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
     // Loop order follows the source: filters outer for the forward's [k][c][tap], channels
     // outer for backward-data's transposed view (one cache line per element otherwise).
     auto put = [&](int64_t kk, int64_t c, int64_t t) {
-      const int64_t col = s.dw == 1 ? (t / s.S) * per_run + (t % s.S) * Cg + c : t * Cg + c;
-      d[col * KT + kk] = wfn(g, kt * KT + kk, c, t);
+      d[(tapcol[t] + c) * KT + kk] = wfn(g, kt * KT + kk, c, t);
     };
     if (c_outer) {
       for (int64_t c = 0; c < Cg; ++c)
@@ -542,7 +554,7 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
   const int64_t rows = N * P;
   const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
   const int64_t tasks = G * KTn * RBn, PQ = P * Q;
-  const int64_t xrow = s.sh / xg.rstep * xg.Wp * Cg, xq = s.sw / xg.cstep * Cg;
+  const int64_t xrow = xg.Wq * Cg, xq = Cg;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
   {
     alignas(64) T out[FMP * KT];
@@ -553,7 +565,7 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
       const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
       for (int64_t rr = rows * rb / RBn; rr < rows * (rb + 1) / RBn; ++rr) {
         const int64_t n = rr / P, p = rr % P;
-        const T* xr = xt + g * x_g + n * xg.Hp * xg.Wp * Cg + p * xrow;
+        const T* xr = xt + g * x_g + n * xg.img + p * xrow;
         for (int64_t q0 = 0; q0 < Q; q0 += FMP) {
           const int mp = static_cast<int>(std::min<int64_t>(FMP, Q - q0));
           fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
