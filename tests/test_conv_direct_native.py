@@ -79,7 +79,7 @@ def test_direct_vs_torch(name, xs, ws, kw, dtype):
 # a k tile of filters): k tiles with a remainder, column runs (S * Cg) not a multiple of
 # the register tile, more column tiles than one task holds, pixel chunks that do not
 # divide N * P, per-tap runs (horizontal dilation), 1-wide filter axes with stride
-# (only every stride-th input line stored), groups, padding past the input.
+# (phases no tap reads), groups, padding past the input, strides 2 and 3.
 NHWC_WGRAD_CASES = [
     (dict(padding=1), (2, 13, 9, 11), (37, 13, 3, 3)),
     (dict(padding=1), (1, 70, 5, 5), (40, 70, 3, 3)),
@@ -91,6 +91,10 @@ NHWC_WGRAD_CASES = [
     (dict(padding=1, dilation=(2, 1), groups=2), (2, 10, 9, 8), (68, 5, 3, 3)),
     (dict(padding=3), (1, 9, 3, 4), (16, 9, 2, 2)),
     (dict(padding=1), (3, 16, 2, 150), (32, 16, 3, 3)),
+    # phase-split channels-last x: stride with dilation (one row phase), stride 3
+    (dict(stride=2, padding=2, dilation=2), (2, 6, 11, 12), (36, 6, 3, 3)),
+    (dict(stride=3, padding=1), (2, 5, 13, 14), (40, 5, 3, 3)),
+    (dict(stride=(2, 3), padding=(1, 2)), (1, 40, 9, 11), (64, 40, 3, 5)),
 ]
 
 

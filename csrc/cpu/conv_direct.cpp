@@ -27,6 +27,9 @@
 #include <vector>
 
 #include <omp.h>
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+#include <immintrin.h>
+#endif
 
 namespace fc {
 namespace FC_ISA {
@@ -55,7 +58,22 @@ struct Simd {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static V splat(T s) { return V{} + s; }
+  // Not V{} + s: +0.0 + s is not the identity for s = -0.0, so that form costs a scalar
+  // add and a register shuffle per broadcast instead of one broadcast-from-memory load
+  // (a lane-by-lane fill still gets a 256-bit broadcast plus an insert on AVX-512).
+  static V splat(T s) {
+#if defined(FC_ISA_avx512)
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm512_set1_ps(s));
+    else return reinterpret_cast<V>(_mm512_set1_pd(s));
+#elif defined(FC_ISA_avx2)
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm256_set1_ps(s));
+    else return reinterpret_cast<V>(_mm256_set1_pd(s));
+#else
+    V v;
+    for (int i = 0; i < L; ++i) v[i] = s;
+    return v;
+#endif
+  }
 };
 
 // Calling-thread workspace that keeps its largest size between calls: the padded
