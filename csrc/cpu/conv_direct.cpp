@@ -449,36 +449,45 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   // while the task's items pass over it.
   const int64_t chunk = std::max<int64_t>(1, 256 / Q);
   const WGeo geo{P, Q, Kp, xg.img, xg.Wq * Cg, Cg};
-  const int64_t tasks = G * KTn * IBn;
-#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * N * P * Q))
+  // A task also spans KG k tiles, so that each x column tile, read from far caches on
+  // large images, serves all of them; KG shrinks only to keep ~4 tasks per thread. Every
+  // gw element is still one task's sum in a fixed order, whatever the thread count.
+  const int64_t KG = std::max<int64_t>(1, std::min<int64_t>(KTn, G * KTn * IBn / (4 * num_threads())));
+  const int64_t KGn = ceil_div(KTn, KG);
+  const int64_t tasks = G * KGn * IBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * KG * N * P * Q))
   {
-    std::vector<T> acc(size_t(IB) * NC * KT);
+    std::vector<T> acc(size_t(KG) * IB * NC * KT);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t ib = task % IBn, kt = task / IBn % KTn, g = task / (IBn * KTn);
+      const int64_t ib = task % IBn, kg = task / IBn % KGn, g = task / (IBn * KGn);
       const int64_t i0 = ib * IB, i1 = std::min(ni, i0 + IB);
+      const int64_t kt0 = kg * KG, kt1 = std::min(KTn, kt0 + KG);
       std::fill(acc.begin(), acc.end(), T(0));
-      const T* gyk = gyt + g * gy_g + kt * KT;
       const T* xg = xt + g * x_g;
       for (int64_t rr = 0; rr < N * P; rr += chunk) {
         const int64_t rr1 = std::min(N * P, rr + chunk);
-        for (int64_t i = i0; i < i1; ++i)
-          wgrad_tile<T, KV, NC>(geo, rr, rr1, gyk, xg + runs[items[i].run].off + items[i].j0,
-                                acc.data() + (i - i0) * NC * KT);
+        for (int64_t kt = kt0; kt < kt1; ++kt)
+          for (int64_t i = i0; i < i1; ++i)
+            wgrad_tile<T, KV, NC>(geo, rr, rr1, gyt + g * gy_g + kt * KT,
+                                  xg + runs[items[i].run].off + items[i].j0,
+                                  acc.data() + ((kt - kt0) * IB + i - i0) * NC * KT);
       }
-      for (int64_t i = i0; i < i1; ++i) {
-        const Run& ru = runs[items[i].run];
-        const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
-        const T* a = acc.data() + (i - i0) * NC * KT;
-        for (int64_t j = 0; j < jn; ++j) {
-          const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg * ru.tapstep, c = col % Cg;
-          for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
-            gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
+      for (int64_t kt = kt0; kt < kt1; ++kt)
+        for (int64_t i = i0; i < i1; ++i) {
+          const Run& ru = runs[items[i].run];
+          const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
+          const T* a = acc.data() + ((kt - kt0) * IB + i - i0) * NC * KT;
+          for (int64_t j = 0; j < jn; ++j) {
+            const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg * ru.tapstep, c = col % Cg;
+            for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
+              gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
+          }
         }
-      }
     }
   }
 }
+
 // Channels-last forward: a tile of FMP pixels of one output row times KV vectors of
 // filters, reduced over every run's columns: per column, KV weight-vector loads and FMP
 // broadcasts for KV*FMP FMAs. Unlike the wide-row kernel it computes no padding columns,
