@@ -426,15 +426,15 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   // Slack: the last column tile of a run reads up to NC - 1 columns past it.
   T* xt = workspace<T>(0, size_t(G) * x_g + NC);
   std::fill(xt + G * x_g, xt + G * x_g + NC, T(0));
-  const int64_t gy_rows = G * N * P;
-#pragma omp parallel for schedule(static) num_threads(threads_for(gy_rows, Q * Kp))
-  for (int64_t row = 0; row < gy_rows; ++row) {
-    const int64_t p = row % P, n = row / P % N, g = row / (P * N);
-    T* d = gyt + row * Q * Kp;
-    const T* sr = gy + ((n * s.K + g * Kg) * P + p) * Q;
-    transpose(sr, P * Q, 1, Kg, Q, d, Kp);
+  // One transpose per (group, image): [Kg][P*Q] -> [P*Q][Kp] keeps full 8 x 8 tiles even
+  // when a row is narrower than a tile (7 x 7 images).
+#pragma omp parallel for schedule(static) num_threads(threads_for(G * N, P * Q * Kp))
+  for (int64_t gn = 0; gn < G * N; ++gn) {
+    const int64_t n = gn % N, g = gn / N;
+    T* d = gyt + gn * P * Q * Kp;
+    transpose(gy + (n * s.K + g * Kg) * P * Q, P * Q, 1, Kg, P * Q, d, Kp);
     if (Kp > Kg)
-      for (int64_t q = 0; q < Q; ++q) std::fill(d + q * Kp + Kg, d + (q + 1) * Kp, T(0));
+      for (int64_t pq = 0; pq < P * Q; ++pq) std::fill(d + pq * Kp + Kg, d + (pq + 1) * Kp, T(0));
   }
   build_x_nhwc(s, xg, x, xt);
   const std::vector<Run> runs = col_runs(s, xg);
