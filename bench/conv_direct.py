@@ -7,7 +7,7 @@ Calls the ``_native.conv_direct_*`` bindings directly (no Python dispatch) and
 ``torch.ops.aten.convolution_backward`` with a one-pass output mask, interleaving the two
 rep by rep (with one thread, timed in the calling thread's CPU time, which other
 processes on a shared machine do not inflate); reports the best time of each (the least disturbed on a shared machine),
-GFLOP/s, and torch_ms / ours_ms (> 1: we are faster).
+GFLOP/s, and torch_ms / ours_ms (> 1: we are faster); "bwd" sums the two gradient passes.
 """
 from __future__ import annotations
 
@@ -91,11 +91,17 @@ def main() -> None:
             "bwdW": (tb([False, True, False]),
                      lambda: _native.conv_direct_bwd_weight(gy, x, gw, S, Pd, D, 1)),
         }
+        best = {}
         with torch.no_grad():
             for pas, (ft, fo) in passes.items():
-                t = _best_interleaved({"t": ft, "o": fo}, a.reps, clock)
+                t = best[pas] = _best_interleaved({"t": ft, "o": fo}, a.reps, clock)
                 print(f"{name:24s} {pas:5s} {t['t'] * 1e3:9.2f} {t['o'] * 1e3:9.2f} "
                       f"{flops / t['o'] / 1e9:6.1f} {t['t'] / t['o']:6.2f}", flush=True)
+        # backward as bench/conv_cpu.py reports it: data + weights together
+        tt = best["bwdD"]["t"] + best["bwdW"]["t"]
+        to = best["bwdD"]["o"] + best["bwdW"]["o"]
+        print(f"{name:24s} {'bwd':5s} {tt * 1e3:9.2f} {to * 1e3:9.2f} {2 * flops / to / 1e9:6.1f} "
+              f"{tt / to:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
