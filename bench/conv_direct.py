@@ -6,8 +6,9 @@ Usage: ``python bench/conv_direct.py [--batch 16] [--threads 1] [--reps 5] [--la
 Calls the ``_native.conv_direct_*`` bindings directly (no Python dispatch) and
 ``torch.ops.aten.convolution_backward`` with a one-pass output mask, interleaving the two
 rep by rep (with one thread, timed in the calling thread's CPU time, which other
-processes on a shared machine do not inflate); reports the best time of each (the least disturbed on a shared machine),
-GFLOP/s, and torch_ms / ours_ms (> 1: we are faster); "bwd" sums the two gradient passes.
+processes on a shared machine do not inflate); reports the best time of each (the least
+disturbed), GFLOP/s, and torch_ms / ours_ms (> 1: we are faster); "bwd" sums the two
+gradient passes, as bench/conv_cpu.py reports backward.
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def main() -> None:
         name, C, H, K, R, st, pad = LAYERS[i]
         B = a.batch
         x = rng.standard_normal((B, C, H, H), dtype=np.float32)
-        w = (rng.standard_normal((K, C, R, R), dtype=np.float32) / np.sqrt(C * R * R)).astype(np.float32)
+        w = (rng.standard_normal((K, C, R, R), dtype=np.float32) / np.sqrt(C * R * R)).astype(
+            np.float32)
         P = (H + 2 * pad - R) // st + 1
         y = np.empty((B, K, P, P), np.float32)
         gy = rng.standard_normal(y.shape, dtype=np.float32)

@@ -20,6 +20,12 @@
 //     columns and balances loads against FMAs far better.
 // The micro-kernel keeps MR output channels x NR vectors of j in registers across the
 // whole C x taps reduction; weights are packed [kb][c][tap][MR] so the broadcasts stream.
+//
+// The wide grid wastes (PW - Q) / PW of the work plus the rounding of P*PW to whole
+// vectors: a quarter on 7 x 7 images. Where that waste is large and a group has enough
+// filters (prefer_nhwc), the forward and the stride-1 backward-data use a channels-last
+// kernel instead (fwd_nhwc: a row tile of output pixels x vectors of filters, no padding
+// columns), over a phase-split channels-last copy of the source.
 #include "cpu/kernel_common.h"
 
 #include <algorithm>
@@ -376,7 +382,8 @@ void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
     const int64_t h = i * s.sh + a - s.ph;
     // phase columns j with 0 <= j*sw + b - pw < W
     const int64_t j_lo = std::min(Wq, std::max<int64_t>(0, ceil_div(s.pw - b, s.sw)));
-    const int64_t j_hi = std::max(j_lo, std::min<int64_t>(Wq, floor_div(s.W - 1 + s.pw - b, s.sw) + 1));
+    const int64_t j_hi =
+        std::max(j_lo, std::min<int64_t>(Wq, floor_div(s.W - 1 + s.pw - b, s.sw) + 1));
     if (h < 0 || h >= s.H || j_hi <= j_lo) {
       std::fill(d, d + Wq * Cg, T(0));
       continue;
@@ -452,7 +459,8 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   // A task also spans KG k tiles, so that each x column tile, read from far caches on
   // large images, serves all of them; KG shrinks only to keep ~4 tasks per thread. Every
   // gw element is still one task's sum in a fixed order, whatever the thread count.
-  const int64_t KG = std::max<int64_t>(1, std::min<int64_t>(KTn, G * KTn * IBn / (4 * num_threads())));
+  const int64_t KG =
+      std::max<int64_t>(1, std::min<int64_t>(KTn, G * KTn * IBn / (4 * num_threads())));
   const int64_t KGn = ceil_div(KTn, KG);
   const int64_t tasks = G * KGn * IBn;
 #pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * KG * N * P * Q))
@@ -479,7 +487,8 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
           const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
           const T* a = acc.data() + ((kt - kt0) * IB + i - i0) * NC * KT;
           for (int64_t j = 0; j < jn; ++j) {
-            const int64_t col = items[i].j0 + j, tap = ru.tap0 + col / Cg * ru.tapstep, c = col % Cg;
+            const int64_t col = items[i].j0 + j, c = col % Cg;
+            const int64_t tap = ru.tap0 + col / Cg * ru.tapstep;
             for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
               gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
           }
@@ -539,7 +548,8 @@ void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq,
 
 // y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
 // read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
-// view (c_outer: packing walks c outermost, the order that view is contiguous in). Results do not depend on the thread count: each output is one tile's sum.
+// view (c_outer: packing walks c outermost, the order that view is contiguous in).
+// Results do not depend on the thread count: each output is one tile's sum.
 template <class T, int KV, class WFn>
 void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bias, T* y) {
   constexpr int L = Simd<T>::L, KT = KV * L;
@@ -555,7 +565,8 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
   T* wp = line_aligned(workspace<T>(1, size_t(G) * Kp * ncol + 64 / sizeof(T)));
   std::vector<int64_t> tapcol(RS);
   for (int64_t e = 0, base = 0; e < nruns; base += runs[e].ncols, ++e)
-    for (int64_t i = 0; i < runs[e].ncols / Cg; ++i) tapcol[runs[e].tap0 + i * runs[e].tapstep] = base + i * Cg;
+    for (int64_t i = 0; i < runs[e].ncols / Cg; ++i)
+      tapcol[runs[e].tap0 + i * runs[e].tapstep] = base + i * Cg;
 #pragma omp parallel for schedule(static) num_threads(threads_for(G * KTn, KT * ncol))
   for (int64_t gk = 0; gk < G * KTn; ++gk) {
     const int64_t g = gk / KTn, kt = gk % KTn;
@@ -722,9 +733,10 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
     t.pw = (s.S - 1) * s.dw - s.pw;
     if (prefer_nhwc<T>(t)) {
       const int64_t R = s.R, S = s.S;
-      return fwd_nhwc<T, 2>(t, gy, [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
+      auto wt = [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
         return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
-      }, true, static_cast<const T*>(nullptr), gx);
+      };
+      return fwd_nhwc<T, 2>(t, gy, wt, true, static_cast<const T*>(nullptr), gx);
     }
   }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
