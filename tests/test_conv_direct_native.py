@@ -95,6 +95,9 @@ NHWC_WGRAD_CASES = [
     (dict(stride=2, padding=2, dilation=2), (2, 6, 11, 12), (36, 6, 3, 3)),
     (dict(stride=3, padding=1), (2, 5, 13, 14), (40, 5, 3, 3)),
     (dict(stride=(2, 3), padding=(1, 2)), (1, 40, 9, 11), (64, 40, 3, 5)),
+    # taps read phases 0 and 2 of 3 per axis: stored phases are not indexed by phase
+    (dict(stride=3, dilation=2, padding=1), (2, 5, 14, 13), (40, 5, 2, 2)),
+    (dict(stride=3, dilation=2, padding=1), (1, 40, 14, 13), (64, 40, 2, 2)),
 ]
 
 

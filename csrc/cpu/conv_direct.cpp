@@ -346,15 +346,16 @@ void transpose(const T* __restrict s, int64_t ss, int64_t sj, int64_t ni, int64_
 }
 
 // Channels-last, zero-padded, phase-split copy of x per group and image:
-// [g][n][a][b][Hq][Wq][Cg], phase (a, b) holding the input pixels
+// [g][n][phase][Hq][Wq][Cg], phase (a, b) holding the input pixels
 // (i*sh + a - ph, j*sw + b - pw) as in the wide-row forward. Tap (r, s) reads phase
 // (r*dh % sh, s*dw % sw) at row / column offset (r*dh / sh, s*dw / sw), so consecutive
 // output pixels are consecutive pixels of every phase whatever the stride (a strided
-// walk through a full-resolution copy costs ~1.6x at stride 2). Phases no tap reads
-// (1x1 stride 2 reads only (0, 0)) are not built; their slots are never read.
+// walk through a full-resolution copy costs ~1.6x at stride 2). Only the phases some
+// tap reads are stored (1x1 stride 2 reads only (0, 0)).
 struct XGeo {
   int64_t Hq, Wq, plane, img;  // phase grid, elements per phase and per image
-  std::vector<char> used;      // [a * sw + b]
+  std::vector<int64_t> slot;   // [a * sw + b] -> stored phase index, -1 if unread
+  std::vector<int64_t> phase;  // stored phase index -> a * sw + b
 };
 
 inline XGeo x_geo(const ConvShape& s) {
@@ -362,21 +363,26 @@ inline XGeo x_geo(const ConvShape& s) {
   g.Hq = s.P + (s.R - 1) * s.dh / s.sh;
   g.Wq = s.Q + (s.S - 1) * s.dw / s.sw;
   g.plane = g.Hq * g.Wq * s.Cg();
-  g.img = s.sh * s.sw * g.plane;
-  g.used.assign(s.sh * s.sw, 0);
+  g.slot.assign(s.sh * s.sw, -1);
   for (int64_t r = 0; r < s.R; ++r)
-    for (int64_t t = 0; t < s.S; ++t) g.used[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 1;
+    for (int64_t t = 0; t < s.S; ++t) g.slot[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 0;
+  for (int64_t ab = 0; ab < s.sh * s.sw; ++ab)
+    if (g.slot[ab] == 0) {
+      g.slot[ab] = static_cast<int64_t>(g.phase.size());
+      g.phase.push_back(ab);
+    }
+  g.img = static_cast<int64_t>(g.phase.size()) * g.plane;
   return g;
 }
 
 template <class T>
 void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
   const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hq = xg.Hq, Wq = xg.Wq;
-  const int64_t x_rows = G * N * s.sh * s.sw * Hq;
+  const int64_t nph = static_cast<int64_t>(xg.phase.size());
+  const int64_t x_rows = G * N * nph * Hq;
 #pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wq * Cg))
   for (int64_t row = 0; row < x_rows; ++row) {
-    const int64_t i = row % Hq, ab = row / Hq % (s.sh * s.sw), gn = row / (Hq * s.sh * s.sw);
-    if (!xg.used[ab]) continue;
+    const int64_t i = row % Hq, ab = xg.phase[row / Hq % nph], gn = row / (Hq * nph);
     const int64_t a = ab / s.sw, b = ab % s.sw, n = gn % N, g = gn / N;
     T* d = xt + row * Wq * Cg;
     const int64_t h = i * s.sh + a - s.ph;
@@ -410,12 +416,14 @@ inline std::vector<Run> col_runs(const ConvShape& s, const XGeo& xg) {
     if (s.dw == 1) {
       for (int64_t b = 0; b < std::min(s.sw, s.S); ++b) {
         const int64_t nt = ceil_div(s.S - b, s.sw);
-        runs.push_back({(a * s.sw + b) * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b, s.sw});
+        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b,
+                        s.sw});
       }
     } else {
       for (int64_t t = 0; t < s.S; ++t) {
         const int64_t b = t * s.dw % s.sw, co = t * s.dw / s.sw;
-        runs.push_back({(a * s.sw + b) * xg.plane + (ro * xg.Wq + co) * Cg, Cg, r * s.S + t, 1});
+        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + (ro * xg.Wq + co) * Cg, Cg,
+                        r * s.S + t, 1});
       }
     }
   }
