@@ -143,11 +143,18 @@ struct TapConv {
   void pack(F wfn) {
     const int64_t KB = ceil_div(Kc, MR), nt = static_cast<int64_t>(off.size());
     wp.assign(size_t(KB) * Cc * nt * MR, T(0));
-#pragma omp parallel for schedule(static) num_threads(threads_for(Kc, Cc * nt * 4))
-    for (int64_t k = 0; k < Kc; ++k)
+    // Filters innermost: contiguous MR-runs of writes, and reads that walk MR source lines
+    // kept cached across channels and taps, both for the forward's [k][c][tap] and for
+    // backward-data's transposed view (k outermost read one line per element there).
+#pragma omp parallel for schedule(static) num_threads(threads_for(KB, Cc * nt * MR * 4))
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const int64_t kv = std::min<int64_t>(MR, Kc - kb * MR);
       for (int64_t c = 0; c < Cc; ++c)
-        for (int64_t t = 0; t < nt; ++t)
-          wp[((k / MR * Cc + c) * nt + t) * MR + k % MR] = wfn(k, c, t);
+        for (int64_t t = 0; t < nt; ++t) {
+          T* d = wp.data() + ((kb * Cc + c) * nt + t) * MR;
+          for (int64_t i = 0; i < kv; ++i) d[i] = wfn(kb * MR + i, c, t);
+        }
+    }
   }
   int64_t jblocks() const { return ceil_div(Po * PW, NR * Simd<T>::L); }
   // Computes j-block jb for filter block kb and hands each valid output to put(k, p, q, v).
@@ -556,10 +563,9 @@ void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq,
 
 // y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
 // read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
-// view (c_outer: packing walks c outermost, the order that view is contiguous in).
-// Results do not depend on the thread count: each output is one tile's sum.
+// view. Results do not depend on the thread count: each output is one tile's sum.
 template <class T, int KV, class WFn>
-void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bias, T* y) {
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
   constexpr int L = Simd<T>::L, KT = KV * L;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
   const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
@@ -581,20 +587,14 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, bool c_outer, const T* bi
     T* d = wp + gk * ncol * KT;
     const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
     if (kv < KT) std::fill(d, d + ncol * KT, T(0));
-    // Loop order follows the source: filters outer for the forward's [k][c][tap], channels
-    // outer for backward-data's transposed view (one cache line per element otherwise).
-    auto put = [&](int64_t kk, int64_t c, int64_t t) {
-      d[(tapcol[t] + c) * KT + kk] = wfn(g, kt * KT + kk, c, t);
-    };
-    if (c_outer) {
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t kk = 0; kk < kv; ++kk)
-          for (int64_t t = 0; t < RS; ++t) put(kk, c, t);
-    } else {
-      for (int64_t kk = 0; kk < kv; ++kk)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t t = 0; t < RS; ++t) put(kk, c, t);
-    }
+    // Filters innermost: each packed column is one contiguous KT-run of writes, and the
+    // reads walk kv source lines that stay cached across the taps and channels, for the
+    // forward's [k][c][tap] and backward-data's transposed view alike.
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t t = 0; t < RS; ++t) {
+        T* dc = d + (tapcol[t] + c) * KT;
+        for (int64_t kk = 0; kk < kv; ++kk) dc[kk] = wfn(g, kt * KT + kk, c, t);
+      }
   }
   const int nth = num_threads();
   const int64_t rows = N * P;
@@ -651,7 +651,7 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
     const int64_t RS = s.R * s.S;
     return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
       return w[((g * Kg + k) * Cg + c) * RS + t];
-    }, false, bias, y);
+    }, bias, y);
   }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
@@ -744,7 +744,7 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
       auto wt = [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
         return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
       };
-      return fwd_nhwc<T, 2>(t, gy, wt, true, static_cast<const T*>(nullptr), gx);
+      return fwd_nhwc<T, 2>(t, gy, wt, static_cast<const T*>(nullptr), gx);
     }
   }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
