@@ -75,13 +75,110 @@ def test_direct_vs_torch(name, xs, ws, kw, dtype):
     assert_close(gb, gb_t, dtype, n_pix, f"{name} backward-bias vs torch")
 
 
+# Shapes for the channels-last weight-gradient kernel (used when a group has at least half
+# a k tile of filters): k tiles with a remainder, column runs (S * Cg) not a multiple of
+# the register tile, more column tiles than one task holds, pixel chunks that do not
+# divide N * P, per-tap runs (horizontal dilation), 1-wide filter axes with stride
+# (phases no tap reads), groups, padding past the input, strides 2 and 3.
+NHWC_WGRAD_CASES = [
+    (dict(padding=1), (2, 13, 9, 11), (37, 13, 3, 3)),
+    (dict(padding=1), (1, 70, 5, 5), (40, 70, 3, 3)),
+    (dict(stride=2, padding=3), (2, 3, 21, 19), (20, 3, 7, 7)),
+    (dict(stride=2), (3, 24, 9, 11), (33, 24, 1, 1)),
+    (dict(stride=(3, 1), padding=(1, 2)), (2, 5, 10, 9), (18, 5, 1, 3)),
+    (dict(stride=(1, 2), padding=(2, 0)), (2, 5, 9, 10), (18, 5, 3, 1)),
+    (dict(padding=(2, 3), dilation=(1, 3)), (2, 6, 8, 12), (35, 6, 3, 3)),
+    (dict(padding=1, dilation=(2, 1), groups=2), (2, 10, 9, 8), (68, 5, 3, 3)),
+    (dict(padding=3), (1, 9, 3, 4), (16, 9, 2, 2)),
+    (dict(padding=1), (3, 16, 2, 150), (32, 16, 3, 3)),
+    # phase-split channels-last x: stride with dilation (one row phase), stride 3
+    (dict(stride=2, padding=2, dilation=2), (2, 6, 11, 12), (36, 6, 3, 3)),
+    (dict(stride=3, padding=1), (2, 5, 13, 14), (40, 5, 3, 3)),
+    (dict(stride=(2, 3), padding=(1, 2)), (1, 40, 9, 11), (64, 40, 3, 5)),
+    # taps read phases 0 and 2 of 3 per axis: stored phases are not indexed by phase
+    (dict(stride=3, dilation=2, padding=1), (2, 5, 14, 13), (40, 5, 2, 2)),
+    (dict(stride=3, dilation=2, padding=1), (1, 40, 14, 13), (64, 40, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kw,xs,ws", NHWC_WGRAD_CASES)
+def test_direct_wgrad_blocking_edges(kw, xs, ws, dtype, isa):
+    """Weight gradient (and the other passes) on the channels-last kernel's edge shapes."""
+    x, w, b = conv_inputs(xs, ws, dtype)
+    y_ref = fastconv.conv2d(x, w, b, **kw, backend="reference")
+    gy = randn(y_ref.shape, dtype, 7)
+    y, gx, gw, gb = _run(x, w, b, gy, kw)
+    gx_r, gw_r, gb_r = fastconv.conv2d_backward(gy, x, w, **kw, backend="reference")
+    assert_close(y, y_ref, dtype, _terms(ws, kw), "forward")
+    assert_close(gx, gx_r, dtype, ws[0] * ws[2] * ws[3], "backward-data")
+    assert_close(gw, gw_r, dtype, max(1, gy.size // ws[0]), "backward-weight")
+
+
+# Shapes for the channels-last forward / stride-1 backward-data (small images, where the
+# wide-row grid is mostly padding, and a well-used k tile): pixel tiles with a remainder
+# (Q < 7, Q = 9), k tiles with a remainder, stride 2, 1x1 stride 2, dilation with the
+# padding short of the kernel's reach, groups, asymmetric padding.
+NHWC_FWD_CASES = [
+    (dict(padding=1), (2, 40, 5, 5), (40, 40, 3, 3)),
+    (dict(padding=1), (2, 33, 9, 9), (90, 33, 3, 3)),
+    (dict(stride=2, padding=1), (2, 36, 13, 13), (64, 36, 3, 3)),
+    (dict(stride=2), (2, 40, 14, 14), (64, 40, 1, 1)),
+    (dict(padding=2, dilation=2), (1, 34, 7, 7), (64, 34, 3, 3)),
+    (dict(padding=1, groups=2), (2, 64, 6, 6), (128, 32, 3, 3)),
+    (dict(padding=(0, 1)), (1, 32, 6, 8), (64, 32, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("kw,xs,ws", NHWC_FWD_CASES)
+def test_direct_nhwc_forward_edges(kw, xs, ws, dtype, isa):
+    """Forward (with bias) and both gradients on the channels-last forward's edge shapes."""
+    x, w, b = conv_inputs(xs, ws, dtype)
+    y_ref = fastconv.conv2d(x, w, b, **kw, backend="reference")
+    gy = randn(y_ref.shape, dtype, 9)
+    y, gx, gw, gb = _run(x, w, b, gy, kw)
+    gx_r, gw_r, gb_r = fastconv.conv2d_backward(gy, x, w, **kw, backend="reference")
+    assert_close(y, y_ref, dtype, _terms(ws, kw), "forward")
+    assert_close(gx, gx_r, dtype, ws[0] * ws[2] * ws[3], "backward-data")
+    assert_close(gw, gw_r, dtype, max(1, gy.size // ws[0]), "backward-weight")
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("kw,xs,ws", NHWC_FWD_CASES)
+def test_direct_nhwc_forward_edges_vs_torch(kw, xs, ws):
+    x, w, b = conv_inputs(xs, ws, np.float32)
+    y_t, gy, gx_t, gw_t, gb_t = torch_conv(x, w, b, **kw)
+    y, gx, _, _ = _run(x, w, b, gy, kw)
+    assert_close(y, y_t, np.float32, _terms(ws, kw), "forward vs torch")
+    assert_close(gx, gx_t, np.float32, ws[0] * ws[2] * ws[3], "backward-data vs torch")
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("kw,xs,ws", NHWC_WGRAD_CASES[:4])
+def test_direct_wgrad_blocking_edges_vs_torch(kw, xs, ws):
+    x, w, b = conv_inputs(xs, ws, np.float32)
+    y_t, gy, gx_t, gw_t, gb_t = torch_conv(x, w, b, **kw)
+    _, _, gw, _ = _run(x, w, b, gy, kw)
+    assert_close(gw, gw_t, np.float32, max(1, y_t.size // ws[0]), "backward-weight vs torch")
+
+
 @pytest.mark.parametrize("kw,xs,ws", [
     (dict(padding=1), (3, 20, 23, 19), (37, 20, 3, 3)),
+    (dict(padding=1), (2, 64, 14, 14), (64, 64, 3, 3)),
+    (dict(padding=(2, 3), dilation=(1, 3)), (2, 6, 8, 12), (35, 6, 3, 3)),
     (dict(stride=2, padding=3), (2, 3, 31, 29), (9, 3, 7, 7)),
     (dict(stride=2), (2, 16, 15, 15), (24, 16, 1, 1)),
     (dict(padding=2, dilation=2, groups=2), (2, 8, 14, 13), (6, 4, 3, 3)),
-    # deep, small images: the filter-outer schedules of forward and backward-data
+    # deep, small images: the filter-outer schedules of forward and backward-data (K = 40:
+    # a poorly used k tile keeps the wide-row kernels), the channels-last ones (K = 80)
+    (dict(padding=1), (3, 96, 7, 7), (40, 96, 3, 3)),
     (dict(padding=1), (3, 96, 7, 7), (80, 96, 3, 3)),
+    (dict(stride=2), (2, 40, 14, 14), (64, 40, 1, 1)),
     (dict(stride=2, padding=1), (2, 64, 9, 9), (72, 64, 3, 3)),
 ])
 def test_direct_threads_agree(kw, xs, ws, threads):
@@ -102,11 +199,18 @@ def test_direct_threads_agree(kw, xs, ws, threads):
     assert_close(res[0][2], gw_r, np.float32, gy.size // ws[0], "backward-weight")
 
 
-@pytest.mark.parametrize("kw,ws", [(dict(stride=2, padding=1), (3, 2, 3, 3)),
-                                   (dict(padding=1, dilation=2, groups=2), (4, 1, 3, 3))])
-def test_direct_finite_differences(kw, ws):
+@pytest.mark.parametrize("kw,xs,ws", [
+    (dict(stride=2, padding=1), (2, 2, 7, 6), (3, 2, 3, 3)),
+    (dict(padding=1, dilation=2, groups=2), (2, 2, 7, 6), (4, 1, 3, 3)),
+    # channels-last weight gradient (k tile half / fully used)
+    (dict(stride=2, padding=1), (2, 2, 7, 6), (20, 2, 3, 3)),
+    (dict(padding=(1, 2), dilation=(1, 2)), (2, 2, 7, 6), (9, 2, 3, 3)),
+    # channels-last forward and stride-1 backward-data (small image, 16 x 16 channels)
+    (dict(padding=1), (1, 16, 4, 4), (16, 16, 3, 3)),
+])
+def test_direct_finite_differences(kw, xs, ws):
     """float64 central differences of sum(y * gy) against backward-data / backward-weight."""
-    x, w, b = conv_inputs((2, 2, 7, 6), ws, np.float64)
+    x, w, b = conv_inputs(xs, ws, np.float64)
     y = fastconv.conv2d(x, w, b, **kw, algo="direct", backend="native")
     gy = randn(y.shape, np.float64, 11)
     gx, gw, gb = fastconv.conv2d_backward(gy, x, w, **kw, algo="direct", backend="native")

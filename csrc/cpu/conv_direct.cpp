@@ -13,10 +13,19 @@
 //     (r*dh % sh, s*dw % sw) at offset (r*dh / sh, s*dw / sw);
 //   - backward-data: src is grad_out, zero-padded; each output phase (h % sh, w % sw) of
 //     grad_x is a stride-1 correlation with the taps that land on it (no zero-stuffing);
-//   - backward-weight: gw[k][c][t] = sum_j gy_wide[k][j] * src_fwd[c][off_t + j], with the
-//     thrown-away columns of gy_wide set to zero.
+//   - backward-weight (few filters per group): gw[k][c][t] = sum_j gy_wide[k][j] *
+//     src_fwd[c][off_t + j], with the thrown-away columns of gy_wide set to zero. With
+//     enough filters per group it is instead an outer product over channels-last copies
+//     of gy and x (bwd_weight_nhwc below), which has neither horizontal sums nor wasted
+//     columns and balances loads against FMAs far better.
 // The micro-kernel keeps MR output channels x NR vectors of j in registers across the
 // whole C x taps reduction; weights are packed [kb][c][tap][MR] so the broadcasts stream.
+//
+// The wide grid wastes (PW - Q) / PW of the work plus the rounding of P*PW to whole
+// vectors: a quarter on 7 x 7 images. Where that waste is large and a group has enough
+// filters (prefer_nhwc), the forward and the stride-1 backward-data use a channels-last
+// kernel instead (fwd_nhwc: a row tile of output pixels x vectors of filters, no padding
+// columns), over a phase-split channels-last copy of the source.
 #include "cpu/kernel_common.h"
 
 #include <algorithm>
@@ -24,6 +33,9 @@
 #include <vector>
 
 #include <omp.h>
+#if defined(FC_ISA_avx512) || defined(FC_ISA_avx2)
+#include <immintrin.h>
+#endif
 
 namespace fc {
 namespace FC_ISA {
@@ -52,7 +64,22 @@ struct Simd {
     return v;
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  static V splat(T s) { return V{} + s; }
+  // Not V{} + s: +0.0 + s is not the identity for s = -0.0, so that form costs a scalar
+  // add and a register shuffle per broadcast instead of one broadcast-from-memory load
+  // (a lane-by-lane fill still gets a 256-bit broadcast plus an insert on AVX-512).
+  static V splat(T s) {
+#if defined(FC_ISA_avx512)
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm512_set1_ps(s));
+    else return reinterpret_cast<V>(_mm512_set1_pd(s));
+#elif defined(FC_ISA_avx2)
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm256_set1_ps(s));
+    else return reinterpret_cast<V>(_mm256_set1_pd(s));
+#else
+    V v;
+    for (int i = 0; i < L; ++i) v[i] = s;
+    return v;
+#endif
+  }
 };
 
 // Calling-thread workspace that keeps its largest size between calls: the padded
@@ -116,11 +143,18 @@ struct TapConv {
   void pack(F wfn) {
     const int64_t KB = ceil_div(Kc, MR), nt = static_cast<int64_t>(off.size());
     wp.assign(size_t(KB) * Cc * nt * MR, T(0));
-#pragma omp parallel for schedule(static) num_threads(threads_for(Kc, Cc * nt * 4))
-    for (int64_t k = 0; k < Kc; ++k)
+    // Filters innermost: contiguous MR-runs of writes, and reads that walk MR source lines
+    // kept cached across channels and taps, both for the forward's [k][c][tap] and for
+    // backward-data's transposed view (k outermost read one line per element there).
+#pragma omp parallel for schedule(static) num_threads(threads_for(KB, Cc * nt * MR * 4))
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const int64_t kv = std::min<int64_t>(MR, Kc - kb * MR);
       for (int64_t c = 0; c < Cc; ++c)
-        for (int64_t t = 0; t < nt; ++t)
-          wp[((k / MR * Cc + c) * nt + t) * MR + k % MR] = wfn(k, c, t);
+        for (int64_t t = 0; t < nt; ++t) {
+          T* d = wp.data() + ((kb * Cc + c) * nt + t) * MR;
+          for (int64_t i = 0; i < kv; ++i) d[i] = wfn(kb * MR + i, c, t);
+        }
+    }
   }
   int64_t jblocks() const { return ceil_div(Po * PW, NR * Simd<T>::L); }
   // Computes j-block jb for filter block kb and hands each valid output to put(k, p, q, v).
@@ -224,10 +258,401 @@ struct Tmp {
 
 }  // namespace
 
+namespace {
+// Channels-last weight gradient. With gy as [g][n][p][q][k] (k padded to the tile) and x
+// as [g][n][h][w][c] (zero-padded), a filter row r reads, for each output pixel, the
+// S*Cg values x[h][w .. w+S-1][0 .. Cg-1] as ONE contiguous run of "columns"
+// j = s*Cg + c (dilation 1). The micro-kernel is then an outer product: KV vectors of
+// k (one gy load per vector) times NC broadcast columns, summed over the pixels, with no
+// horizontal reductions and no thrown-away columns; it reaches the FMA:load balance the
+// inner-product kernel above cannot (2 + NC loads per 2*NC FMAs instead of KW + NT per
+// KW*NT).
+#if defined(FC_ISA_avx512)
+constexpr int WNC2 = 12, WNC1 = 24;  // 24 accumulators of 32 zmm
+#else
+constexpr int WNC2 = 6, WNC1 = 12;  // 12 of 16
+#endif
+
+struct WGeo {
+  int64_t P, Q, Kp;    // gy tile layout, per group: [n][P][Q][Kp]
+  int64_t xn, xp, xq;  // x strides (elements) per image, per output row, per output column
+};
+
+// acc[j][v*L + l] += sum over pixel rows [rr0, rr1) (row rr = n*P + p) of
+// x[col j of the pixel] * gy[pixel][v*L + l]; acc is in memory between calls so a task
+// can revisit it chunk by chunk.
+template <class T, int KV, int NC>
+void wgrad_tile(const WGeo& g, int64_t rr0, int64_t rr1, const T* __restrict gyk,
+                const T* __restrict xc, T* __restrict acc) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  V a[NC][KV];
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) a[j][v] = S::load(acc + (j * KV + v) * L);
+  int64_t n = rr0 / g.P, p = rr0 % g.P;
+  for (int64_t rr = rr0; rr < rr1; ++rr) {
+    const T* gp = gyk + rr * g.Q * g.Kp;
+    const T* xp = xc + n * g.xn + p * g.xp;
+    for (int64_t q = 0; q < g.Q; ++q, gp += g.Kp, xp += g.xq) {
+      V gv[KV];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; ++v) gv[v] = S::load(gp + v * L);
+#pragma GCC unroll 24
+      for (int j = 0; j < NC; ++j) {
+        const V b = S::splat(xp[j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; ++v) a[j][v] += b * gv[v];
+      }
+    }
+    if (++p == g.P) {
+      p = 0;
+      ++n;
+    }
+  }
+#pragma GCC unroll 24
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) S::store(acc + (j * KV + v) * L, a[j][v]);
+}
+
+// Rounds a workspace pointer up to a cache line so that the k-vector loads of gy never
+// straddle two lines.
+template <class T>
+T* line_aligned(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
+}
+
+// d[j * ds + i] = s[i * ss + j * sj] for i < ni, j < nj: 8 x 8 tiles through a
+// register-sized buffer (fixed trip counts the compiler unrolls), so each source and
+// destination line is touched once per tile instead of once per element.
+template <class T>
+void transpose(const T* __restrict s, int64_t ss, int64_t sj, int64_t ni, int64_t nj,
+               T* __restrict d, int64_t ds) {
+  constexpr int B = 8;
+  int64_t i0 = 0;
+  for (; i0 + B <= ni; i0 += B) {
+    int64_t j0 = 0;
+    for (; j0 + B <= nj; j0 += B) {
+      T buf[B][B];
+#pragma GCC unroll 8
+      for (int i = 0; i < B; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < B; ++j) buf[j][i] = s[(i0 + i) * ss + (j0 + j) * sj];
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) std::memcpy(d + (j0 + j) * ds + i0, buf[j], sizeof(buf[j]));
+    }
+    for (int64_t j = j0; j < nj; ++j)
+      for (int64_t i = i0; i < i0 + B; ++i) d[j * ds + i] = s[i * ss + j * sj];
+  }
+  for (int64_t j = 0; j < nj; ++j)
+    for (int64_t i = i0; i < ni; ++i) d[j * ds + i] = s[i * ss + j * sj];
+}
+
+// Channels-last, zero-padded, phase-split copy of x per group and image:
+// [g][n][phase][Hq][Wq][Cg], phase (a, b) holding the input pixels
+// (i*sh + a - ph, j*sw + b - pw) as in the wide-row forward. Tap (r, s) reads phase
+// (r*dh % sh, s*dw % sw) at row / column offset (r*dh / sh, s*dw / sw), so consecutive
+// output pixels are consecutive pixels of every phase whatever the stride (a strided
+// walk through a full-resolution copy costs ~1.6x at stride 2). Only the phases some
+// tap reads are stored (1x1 stride 2 reads only (0, 0)).
+struct XGeo {
+  int64_t Hq, Wq, plane, img;  // phase grid, elements per phase and per image
+  std::vector<int64_t> slot;   // [a * sw + b] -> stored phase index, -1 if unread
+  std::vector<int64_t> phase;  // stored phase index -> a * sw + b
+};
+
+inline XGeo x_geo(const ConvShape& s) {
+  XGeo g;
+  g.Hq = s.P + (s.R - 1) * s.dh / s.sh;
+  g.Wq = s.Q + (s.S - 1) * s.dw / s.sw;
+  g.plane = g.Hq * g.Wq * s.Cg();
+  g.slot.assign(s.sh * s.sw, -1);
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) g.slot[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 0;
+  for (int64_t ab = 0; ab < s.sh * s.sw; ++ab)
+    if (g.slot[ab] == 0) {
+      g.slot[ab] = static_cast<int64_t>(g.phase.size());
+      g.phase.push_back(ab);
+    }
+  g.img = static_cast<int64_t>(g.phase.size()) * g.plane;
+  return g;
+}
+
+template <class T>
+void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
+  const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hq = xg.Hq, Wq = xg.Wq;
+  const int64_t nph = static_cast<int64_t>(xg.phase.size());
+  const int64_t x_rows = G * N * nph * Hq;
+#pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wq * Cg))
+  for (int64_t row = 0; row < x_rows; ++row) {
+    const int64_t i = row % Hq, ab = xg.phase[row / Hq % nph], gn = row / (Hq * nph);
+    const int64_t a = ab / s.sw, b = ab % s.sw, n = gn % N, g = gn / N;
+    T* d = xt + row * Wq * Cg;
+    const int64_t h = i * s.sh + a - s.ph;
+    // phase columns j with 0 <= j*sw + b - pw < W
+    const int64_t j_lo = std::min(Wq, std::max<int64_t>(0, ceil_div(s.pw - b, s.sw)));
+    const int64_t j_hi =
+        std::max(j_lo, std::min<int64_t>(Wq, floor_div(s.W - 1 + s.pw - b, s.sw) + 1));
+    if (h < 0 || h >= s.H || j_hi <= j_lo) {
+      std::fill(d, d + Wq * Cg, T(0));
+      continue;
+    }
+    std::fill(d, d + j_lo * Cg, T(0));
+    std::fill(d + j_hi * Cg, d + Wq * Cg, T(0));
+    const T* sr = x + ((n * s.C + g * Cg) * s.H + h) * s.W + j_lo * s.sw + b - s.pw;
+    transpose(sr, s.H * s.W, s.sw, Cg, j_hi - j_lo, d + j_lo * Cg, Cg);
+  }
+}
+
+// Column runs over the channels-last x: with horizontal dilation 1, one per (filter row,
+// column phase), its taps s = b, b + sw, ... at consecutive phase columns, so the run's
+// columns (i*Cg + c for its i-th tap) are contiguous per pixel; else one per tap.
+struct Run {
+  int64_t off, ncols, tap0, tapstep;  // x offset of column 0, columns, taps tap0 + i*tapstep
+};
+
+inline std::vector<Run> col_runs(const ConvShape& s, const XGeo& xg) {
+  const int64_t Cg = s.Cg();
+  std::vector<Run> runs;
+  for (int64_t r = 0; r < s.R; ++r) {
+    const int64_t a = r * s.dh % s.sh, ro = r * s.dh / s.sh;
+    if (s.dw == 1) {
+      for (int64_t b = 0; b < std::min(s.sw, s.S); ++b) {
+        const int64_t nt = ceil_div(s.S - b, s.sw);
+        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b,
+                        s.sw});
+      }
+    } else {
+      for (int64_t t = 0; t < s.S; ++t) {
+        const int64_t b = t * s.dw % s.sw, co = t * s.dw / s.sw;
+        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + (ro * xg.Wq + co) * Cg, Cg,
+                        r * s.S + t, 1});
+      }
+    }
+  }
+  return runs;
+}
+
+template <class T, int KV, int NC>
+void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  const XGeo xg = x_geo(s);
+  const int64_t gy_g = N * P * Q * Kp, x_g = N * xg.img;
+  T* gyt = line_aligned(workspace<T>(1, size_t(G) * gy_g + 64 / sizeof(T)));
+  // Slack: the last column tile of a run reads up to NC - 1 columns past it.
+  T* xt = workspace<T>(0, size_t(G) * x_g + NC);
+  std::fill(xt + G * x_g, xt + G * x_g + NC, T(0));
+  // One transpose per (group, image): [Kg][P*Q] -> [P*Q][Kp] keeps full 8 x 8 tiles even
+  // when a row is narrower than a tile (7 x 7 images).
+#pragma omp parallel for schedule(static) num_threads(threads_for(G * N, P * Q * Kp))
+  for (int64_t gn = 0; gn < G * N; ++gn) {
+    const int64_t n = gn % N, g = gn / N;
+    T* d = gyt + gn * P * Q * Kp;
+    transpose(gy + (n * s.K + g * Kg) * P * Q, P * Q, 1, Kg, P * Q, d, Kp);
+    if (Kp > Kg)
+      for (int64_t pq = 0; pq < P * Q; ++pq) std::fill(d + pq * Kp + Kg, d + (pq + 1) * Kp, T(0));
+  }
+  build_x_nhwc(s, xg, x, xt);
+  const std::vector<Run> runs = col_runs(s, xg);
+  struct Item { int64_t run, j0; };
+  std::vector<Item> items;
+  for (int64_t e = 0; e < static_cast<int64_t>(runs.size()); ++e)
+    for (int64_t j = 0; j < runs[e].ncols; j += NC) items.push_back({e, j});
+  const int64_t ni = static_cast<int64_t>(items.size());
+  constexpr int64_t IB = 8;  // items per task: 8 accumulator tiles (12 KB at 16 x 2 x 12 floats)
+  const int64_t IBn = ceil_div(ni, IB);
+  // Pixel rows per chunk: ~256 pixels, so a chunk's gy tile (256 x KT) stays in L1/L2
+  // while the task's items pass over it.
+  const int64_t chunk = std::max<int64_t>(1, 256 / Q);
+  const WGeo geo{P, Q, Kp, xg.img, xg.Wq * Cg, Cg};
+  // A task also spans KG k tiles, so that each x column tile, read from far caches on
+  // large images, serves all of them; KG shrinks only to keep ~4 tasks per thread. Every
+  // gw element is still one task's sum in a fixed order, whatever the thread count.
+  const int64_t KG =
+      std::max<int64_t>(1, std::min<int64_t>(KTn, G * KTn * IBn / (4 * num_threads())));
+  const int64_t KGn = ceil_div(KTn, KG);
+  const int64_t tasks = G * KGn * IBn;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * NC * IB * KG * N * P * Q))
+  {
+    std::vector<T> acc(size_t(KG) * IB * NC * KT);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t ib = task % IBn, kg = task / IBn % KGn, g = task / (IBn * KGn);
+      const int64_t i0 = ib * IB, i1 = std::min(ni, i0 + IB);
+      const int64_t kt0 = kg * KG, kt1 = std::min(KTn, kt0 + KG);
+      std::fill(acc.begin(), acc.end(), T(0));
+      const T* xg = xt + g * x_g;
+      for (int64_t rr = 0; rr < N * P; rr += chunk) {
+        const int64_t rr1 = std::min(N * P, rr + chunk);
+        for (int64_t kt = kt0; kt < kt1; ++kt)
+          for (int64_t i = i0; i < i1; ++i)
+            wgrad_tile<T, KV, NC>(geo, rr, rr1, gyt + g * gy_g + kt * KT,
+                                  xg + runs[items[i].run].off + items[i].j0,
+                                  acc.data() + ((kt - kt0) * IB + i - i0) * NC * KT);
+      }
+      for (int64_t kt = kt0; kt < kt1; ++kt)
+        for (int64_t i = i0; i < i1; ++i) {
+          const Run& ru = runs[items[i].run];
+          const int64_t jn = std::min<int64_t>(NC, ru.ncols - items[i].j0);
+          const T* a = acc.data() + ((kt - kt0) * IB + i - i0) * NC * KT;
+          for (int64_t j = 0; j < jn; ++j) {
+            const int64_t col = items[i].j0 + j, c = col % Cg;
+            const int64_t tap = ru.tap0 + col / Cg * ru.tapstep;
+            for (int64_t kk = 0; kk < KT && kt * KT + kk < Kg; ++kk)
+              gw[((g * Kg + kt * KT + kk) * Cg + c) * RS + tap] = a[j * KT + kk];
+          }
+        }
+    }
+  }
+}
+
+// Channels-last forward: a tile of FMP pixels of one output row times KV vectors of
+// filters, reduced over every run's columns: per column, KV weight-vector loads and FMP
+// broadcasts for KV*FMP FMAs. Unlike the wide-row kernel it computes no padding columns,
+// which on 7 x 7 and 14 x 14 images are a quarter / an eighth of the wide grid.
+constexpr int FMP = 7;  // 14 accumulators at KV = 2; every ResNet width is a multiple of 7
+
+template <class T, int KV, int MP>
+void fwd_tile(int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* __restrict wk,
+              T* __restrict out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, KT = KV * L;
+  V a[MP][KV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MP; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) a[i][v] = V{};
+  for (int64_t e = 0; e < nruns; ++e) {
+    const T* xi[MP];
+#pragma GCC unroll 8
+    for (int i = 0; i < MP; ++i) xi[i] = xb + runs[e].off + i * xq;
+    const int64_t nc = runs[e].ncols;
+    for (int64_t j = 0; j < nc; ++j, wk += KT) {
+      V wv[KV];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; ++v) wv[v] = S::load(wk + v * L);
+#pragma GCC unroll 8
+      for (int i = 0; i < MP; ++i) {
+        const V b = S::splat(xi[i][j]);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; ++v) a[i][v] += b * wv[v];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MP; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; ++v) S::store(out + i * KT + v * L, a[i][v]);
+}
+
+template <class T, int KV, int MP = FMP>
+void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* wk,
+                T* out) {
+  if constexpr (MP > 1) {
+    if (mp < MP) return fwd_tile_n<T, KV, MP - 1>(mp, nruns, runs, xb, xq, wk, out);
+  }
+  fwd_tile<T, KV, MP>(nruns, runs, xb, xq, wk, out);
+}
+
+// y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
+// read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
+// view. Results do not depend on the thread count: each output is one tile's sum.
+template <class T, int KV, class WFn>
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  const XGeo xg = x_geo(s);
+  const int64_t x_g = N * xg.img, ncol = RS * Cg;
+  T* xt = workspace<T>(0, size_t(G) * x_g);
+  build_x_nhwc(s, xg, x, xt);
+  const std::vector<Run> runs = col_runs(s, xg);
+  const int64_t nruns = static_cast<int64_t>(runs.size());
+  // Packed filters [g][kt][run][column][KT], zero past Kg; tapcol[t]: column of (c=0, t).
+  T* wp = line_aligned(workspace<T>(1, size_t(G) * Kp * ncol + 64 / sizeof(T)));
+  std::vector<int64_t> tapcol(RS);
+  for (int64_t e = 0, base = 0; e < nruns; base += runs[e].ncols, ++e)
+    for (int64_t i = 0; i < runs[e].ncols / Cg; ++i)
+      tapcol[runs[e].tap0 + i * runs[e].tapstep] = base + i * Cg;
+#pragma omp parallel for schedule(static) num_threads(threads_for(G * KTn, KT * ncol))
+  for (int64_t gk = 0; gk < G * KTn; ++gk) {
+    const int64_t g = gk / KTn, kt = gk % KTn;
+    T* d = wp + gk * ncol * KT;
+    const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
+    if (kv < KT) std::fill(d, d + ncol * KT, T(0));
+    // Filters innermost: each packed column is one contiguous KT-run of writes, and the
+    // reads walk kv source lines that stay cached across the taps and channels, for the
+    // forward's [k][c][tap] and backward-data's transposed view alike.
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t t = 0; t < RS; ++t) {
+        T* dc = d + (tapcol[t] + c) * KT;
+        for (int64_t kk = 0; kk < kv; ++kk) dc[kk] = wfn(g, kt * KT + kk, c, t);
+      }
+  }
+  const int nth = num_threads();
+  const int64_t rows = N * P;
+  const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
+  const int64_t tasks = G * KTn * RBn, PQ = P * Q;
+  const int64_t xrow = xg.Wq * Cg, xq = Cg;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
+  {
+    alignas(64) T out[FMP * KT];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t rb = task % RBn, kt = task / RBn % KTn, g = task / (RBn * KTn);
+      const T* wk = wp + (g * KTn + kt) * ncol * KT;
+      const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
+      for (int64_t rr = rows * rb / RBn; rr < rows * (rb + 1) / RBn; ++rr) {
+        const int64_t n = rr / P, p = rr % P;
+        const T* xr = xt + g * x_g + n * xg.img + p * xrow;
+        for (int64_t q0 = 0; q0 < Q; q0 += FMP) {
+          const int mp = static_cast<int>(std::min<int64_t>(FMP, Q - q0));
+          fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
+          for (int64_t kk = 0; kk < kv; ++kk) {
+            const int64_t k = g * Kg + kt * KT + kk;
+            T* dst = y + (n * s.K + k) * PQ + p * Q + q0;
+            const T b = bias ? bias[k] : T(0);
+            for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The channels-last forward wins where the wide-row grid is mostly padding (small
+// images: 7 x 7 computes 64 columns for 49 outputs) and the k tile is well used.
+template <class T>
+bool prefer_nhwc(const ConvShape& s) {
+  constexpr int L = Simd<T>::L, JB = NR * L;
+  const int64_t Kg = s.Kg();
+  if (Kg < 2 * L || s.P * s.Q == 0) return false;
+  const double k_eff = double(Kg) / double(ceil_div(Kg, 2 * L) * 2 * L);
+  const double wide_eff = double(s.P * s.Q) / double(ceil_div(s.P * fwd_geom<T>(s).PW, JB) * JB);
+  // 0.92: measured on ResNet-18's layers, the wide grid stays ahead down to ~94 % used
+  // (56 x 56; 3x3/2 on 56 x 56) and falls behind from ~91 % (28 x 28).
+  return wide_eff < 0.92 * k_eff;
+}
+
+}  // namespace
+
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
+  if (prefer_nhwc<T>(s)) {
+    const int64_t RS = s.R * s.S;
+    return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
+      return w[((g * Kg + k) * Cg + c) * RS + t];
+    }, bias, y);
+  }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
   build_fwd_src(s, geo, x, src);
@@ -306,6 +731,22 @@ template <class T>
 void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, HW = s.H * s.W, RS = s.R * s.S;
+  // Stride 1 with padding inside the kernel's reach: grad_x is the forward correlation of
+  // grad_out (padded by (R-1)*dh - ph) with the flipped, transposed filters.
+  if (s.sh == 1 && s.sw == 1 && s.ph <= (s.R - 1) * s.dh && s.pw <= (s.S - 1) * s.dw) {
+    ConvShape t = s;
+    t.C = s.K; t.H = s.P; t.W = s.Q;
+    t.K = s.C; t.P = s.H; t.Q = s.W;
+    t.ph = (s.R - 1) * s.dh - s.ph;
+    t.pw = (s.S - 1) * s.dw - s.pw;
+    if (prefer_nhwc<T>(t)) {
+      const int64_t R = s.R, S = s.S;
+      auto wt = [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
+        return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
+      };
+      return fwd_nhwc<T, 2>(t, gy, wt, static_cast<const T*>(nullptr), gx);
+    }
+  }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
   // Margins mt / ml shift the most negative offsets to >= 0.
   int64_t mt = 0, ml = 0, maxdy = 0, maxdx = 0;
@@ -449,12 +890,12 @@ void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, con
     const T* sn = src + n * src_ns;
     for (int64_t j = 0; j < len; j += L) {
       V xv[NT];
-#pragma GCC unroll 4
+#pragma GCC unroll 2
       for (int t = 0; t < NT; ++t) xv[t] = S::load(sn + off[t] + j);
 #pragma GCC unroll 8
       for (int i = 0; i < KW; ++i) {
         const V gv = S::load(g[i] + j);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int t = 0; t < NT; ++t) acc[i][t] += gv * xv[t];
       }
     }
@@ -477,6 +918,10 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
     return;
   }
   constexpr int L = Simd<T>::L;
+  // Channels-last outer-product kernel when the k tile is at least half used; the
+  // inner-product kernel below serves few filters per group (depthwise and the like).
+  if (Kg >= 2 * L) return bwd_weight_nhwc<T, 2, WNC2>(s, gy, x, gw);
+  if (2 * Kg >= L) return bwd_weight_nhwc<T, 1, WNC1>(s, gy, x, gw);
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
   build_fwd_src(s, geo, x, src);
