@@ -1,21 +1,23 @@
 """Per-backend algorithm heuristics for ``algo="auto"`` (called only by the dispatcher).
 
-Each rule is justified by the benchmark (``python bench/conv_cpu.py`` and the
-direct-vs-im2col sweep described in bench/README.md):
+Each rule is justified by the benchmark: ``fastconv bench resnet18 --backward --backend
+native`` and ``fastconv bench --shape ...`` (per pass, batch 16, 2 threads, on the 2-core
+Zen 4 CI box; figures in bench/README.md):
 
 * ``winograd_f43`` where it can serve (3x3, stride 1, no dilation, groups 1) and both
-  channel counts are at least 16: its transforms cost O(C + K) per tile against the
-  O(C*K) products they save, so thin layers do not repay them.
-* ``im2col`` (the packed GEMM with im2col fused into its packing) otherwise, except
-  where the GEMM's row dimension would be nearly empty: the micro-tile is 14 (AVX-512)
-  or 6 rows, so with fewer than 4 output channels per group (forward, weight gradient)
-  or 4 input channels per group (stride-1 data gradient, which runs as a forward
-  convolution of the output gradient) most of each tile is wasted work. Measured on the
-  2-core Zen 4 CI box (1 thread, CPU time): depthwise 3x3 at 56x56 forward 0.6x, weight
-  gradient 0.4x direct/im2col time, i.e. direct wins; LeNet's C=1 and C=3 stems, data
-  gradient 0.03x-0.1x, direct wins; every ResNet-18 layer and every layer with >= 8
-  channels per group, im2col wins by 1.3x-15x.
-* ``direct`` otherwise.
+  channel counts are at least 16: 1.6x-2.1x PyTorch forward on ResNet-18's 3x3 layers
+  and the fastest data gradient; thin layers do not repay its O(C + K) transforms per
+  tile.
+* ``direct`` for kernels larger than 1x1 in the forward pass, the weight gradient and the
+  stride-1 data gradient: its register-blocked channels-last kernels beat the
+  im2col GEMM on every such ResNet-18 and LeNet layer measured (1.1x-1.5x on ResNet's
+  3x3 layers, 2x-5x on LeNet's thin 5x5 layers, whose GEMM would be nearly empty), and
+  on depthwise layers.
+* ``im2col`` (the packed GEMM with im2col fused into its packing) for 1x1 kernels, where
+  a convolution is a plain GEMM (except a forward pass with a shallow reduction, at
+  most 64 input channels per group, which the direct kernel does 1.3x-2x faster), and
+  for strided data gradients (the direct kernel's phase-decomposed path is 1.2x-1.5x
+  slower on the stem and ResNet's downsampling layers).
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -29,21 +31,12 @@ direct) until someone measures them.
 """
 from __future__ import annotations
 
-# Fewer GEMM rows than this per group and the register tile is mostly padding.
+# A 1x1 forward pass reducing over at most this many channels per group: direct wins.
+_MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
 # Below this many channels per group the CUDA implicit GEMM's tiles are mostly padding.
 _CUDA_MIN_GEMM_CHANNELS = 8
-
-
-def _gemm_rows(op: str, spec) -> int:
-    """Rows of the im2col GEMM for ``op`` (the dimension the micro-tile's MR spans)."""
-    Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
-    if op == "conv2d_backward_data":
-        if spec.stride == (1, 1):
-            return Cg  # computed as a forward convolution producing Cg channels per group
-        return Cg * spec.R * spec.S  # column-buffer rows
-    return Kg
 
 
 def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
@@ -66,10 +59,18 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
     if ("winograd_f43" in candidates and spec.groups == 1
             and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS):
         return "winograd_f43"
-    if "im2col" in candidates:
-        depthwise = spec.groups > 1 and Cg == 1
-        if "direct" not in candidates or (not depthwise
-                                          and _gemm_rows(op, spec) >= _MIN_GEMM_ROWS):
-            return "im2col"
-        return "direct"
-    return "direct" if "direct" in candidates else candidates[0]
+    if "im2col" not in candidates:
+        return "direct" if "direct" in candidates else candidates[0]
+    if "direct" not in candidates:
+        return "im2col"
+    return "im2col" if _im2col_wins(op, spec, Cg) else "direct"
+
+
+def _im2col_wins(op: str, spec, Cg: int) -> bool:
+    if spec.groups > 1 and Cg == 1:
+        return False  # depthwise: a GEMM of one row per group
+    if (spec.R, spec.S) == (1, 1):
+        if min(Cg, spec.K // spec.groups) < _MIN_GEMM_ROWS:
+            return False  # the GEMM's 14-row register tile would be mostly padding
+        return not (op == "conv2d_forward" and Cg <= _MAX_SHALLOW_1X1_CHANNELS)
+    return op == "conv2d_backward_data" and spec.stride != (1, 1)

@@ -359,22 +359,26 @@ class _TwoAlgoBackend:
 
 
 def test_dispatcher_uses_the_tuner_only_when_enabled(monkeypatch):
-    clock = FakeClock({"direct": 1e-3, "im2col": 5e-3})
+    from fastconv._heuristics import pick
+
+    heuristic = pick("native", OP, SPEC, "float32", ["direct", "im2col"])
+    other = {"direct": "im2col", "im2col": "direct"}[heuristic]
+    clock = FakeClock({heuristic: 5e-3, other: 1e-3})  # the heuristic's choice is slower
     monkeypatch.setattr(AT, "_clock", clock)
     mod = _TwoAlgoBackend()
-    # Off: the heuristic decides (it prefers im2col) and nothing is run.
+    # Off: the heuristic decides and nothing is run.
     AT.autotune(False)
     got = _dispatch.choose_conv_algo("native", mod, OP, SPEC, np.dtype(np.float32), "auto",
                                      runner=clock.run)
-    assert got == "im2col" and clock.calls == []
-    # On: timed, and the faster direct wins over the heuristic's im2col.
+    assert got == heuristic and clock.calls == []
+    # On: timed, and the faster algorithm wins over the heuristic's choice.
     AT.autotune(True)
     got = _dispatch.choose_conv_algo("native", mod, OP, SPEC, np.dtype(np.float32), "auto",
                                      runner=clock.run)
-    assert got == "direct" and set(clock.calls) == {"direct", "im2col"}
+    assert got == other and set(clock.calls) == {"direct", "im2col"}
     # A named algorithm is never overridden by the tuner.
     assert _dispatch.choose_conv_algo("native", mod, OP, SPEC, np.dtype(np.float32),
-                                      "im2col", runner=clock.run) == "im2col"
+                                      heuristic, runner=clock.run) == heuristic
 
 
 def test_conv2d_auto_with_autotune_on_is_correct():

@@ -185,28 +185,3 @@ def test_algo_is_offered_for_every_op():
 
     for op in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"):
         assert "im2col" in ALGOS[op]
-
-
-
-@pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data",
-                                "conv2d_backward_weight"])
-def test_auto_heuristic_decisions(op):
-    """algo='auto' on native: im2col for ResNet-like layers, direct for depthwise and for
-    layers whose GEMM would have almost no rows, Winograd only for wide 3x3 layers."""
-    from fastconv._args import conv_spec
-    from fastconv._heuristics import pick
-
-    every = ["direct", "im2col", "winograd_f23", "winograd_f43"]
-    resnet = conv_spec((16, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1, op=op)
-    assert pick("native", op, resnet, "float32", every) == "winograd_f43"
-    assert pick("native", op, resnet, "float32", ["direct", "im2col"]) == "im2col"
-    down = conv_spec((16, 64, 56, 56), (128, 64, 1, 1), 2, 0, 1, 1, op=op)
-    assert pick("native", op, down, "float32", ["direct", "im2col"]) == "im2col"
-    thin = conv_spec((16, 8, 32, 32), (8, 8, 3, 3), 1, 1, 1, 1, op=op)
-    assert pick("native", op, thin, "float32", every) == "im2col"
-    dw = conv_spec((8, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32, op=op)
-    assert pick("native", op, dw, "float32", ["direct", "im2col"]) == "direct"
-    assert pick("native", op, dw, "float32", ["im2col"]) == "im2col"
-    stem1 = conv_spec((16, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, 1, op=op)
-    want = "direct" if op == "conv2d_backward_data" else "im2col"
-    assert pick("native", op, stem1, "float32", ["direct", "im2col"]) == want

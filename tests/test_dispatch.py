@@ -174,3 +174,41 @@ def test_cuda_heuristic_decisions():
     dw = conv_spec((8, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32, op=op)
     assert pick("cuda", op, dw, "float32", every) == "direct"
     assert pick("cuda", op, dw, "float32", ["implicit_gemm"]) == "implicit_gemm"
+
+
+@pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data",
+                                "conv2d_backward_weight"])
+def test_native_heuristic_decisions(op):
+    """algo='auto' on native (the rules in _heuristics.py, measured on ResNet-18 and LeNet
+    layers): Winograd F(4,3) for wide 3x3 stride-1 layers, direct for other spatial
+    kernels and depthwise, im2col for 1x1 layers (but a shallow 1x1 forward) and for
+    strided data gradients."""
+    from fastconv._heuristics import pick
+
+    every = ["direct", "im2col", "winograd_f23", "winograd_f43"]
+    two = ["direct", "im2col"]
+    fwd, bwd_data = op == "conv2d_forward", op == "conv2d_backward_data"
+
+    def spec(x, w, stride=1, padding=0, groups=1):
+        return conv_spec(x, w, stride, padding, 1, groups, op=op)
+
+    resnet = spec((16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert pick("native", op, resnet, "float32", every) == "winograd_f43"
+    assert pick("native", op, resnet, "float32", two) == "direct"
+    assert pick("native", op, resnet, "float32", ["im2col"]) == "im2col"
+    thin = spec((16, 8, 32, 32), (8, 8, 3, 3), padding=1)  # too thin for Winograd
+    assert pick("native", op, thin, "float32", every) == "direct"
+    strided = spec((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    assert pick("native", op, strided, "float32", two) == ("im2col" if bwd_data else "direct")
+    stem = spec((16, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert pick("native", op, stem, "float32", two) == ("im2col" if bwd_data else "direct")
+    lenet = spec((32, 1, 32, 32), (6, 1, 5, 5))
+    assert pick("native", op, lenet, "float32", two) == "direct"
+    down = spec((16, 64, 56, 56), (128, 64, 1, 1), stride=2)
+    assert pick("native", op, down, "float32", two) == ("direct" if fwd else "im2col")
+    deep1x1 = spec((16, 256, 56, 56), (64, 256, 1, 1))
+    assert pick("native", op, deep1x1, "float32", two) == "im2col"
+    thin1x1 = spec((16, 2, 8, 8), (64, 2, 1, 1))
+    assert pick("native", op, thin1x1, "float32", two) == "direct"
+    dw = spec((8, 32, 56, 56), (32, 1, 3, 3), padding=1, groups=32)
+    assert pick("native", op, dw, "float32", two) == "direct"
