@@ -14,6 +14,11 @@ running once per round. Reported: ms, GFLOP/s, % of the measured machine peak (a
 float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
 "Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
 from ``numba_cpu.compile_times()``.
+
+With more than one thread every timed call starts after a pause (``--quiesce``, default
+0.2 s): the idle worker threads of numba's, libgomp's and OpenBLAS's pools busy-wait after
+a call, and back to back the next contender would share its cores with them (the same
+reason as in bench/conv_cpu.py).
 """
 from __future__ import annotations
 
@@ -76,7 +81,10 @@ def main(argv=None):
                     help="per-candidate statistic over the rounds (min: least disturbed run)")
     ap.add_argument("--op", choices=("forward", "backward_data"), default="forward")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default all)")
+    ap.add_argument("--quiesce", type=float, default=None,
+                    help="seconds of pause before each timed call (default: 0.2 if threads > 1)")
     args = ap.parse_args(argv)
+    quiesce = args.quiesce if args.quiesce is not None else (0.2 if args.threads > 1 else 0.0)
 
     import torch
     import torch.nn.functional as F
@@ -143,6 +151,8 @@ def main(argv=None):
         times = [[] for _ in cands]
         for _ in range(args.repeat):
             for ts, (_, _, fn) in zip(times, cands):
+                if quiesce:
+                    time.sleep(quiesce)  # let the previous contender's spinning threads sleep
                 t0 = time.perf_counter()
                 fn()
                 ts.append(time.perf_counter() - t0)
