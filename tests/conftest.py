@@ -124,3 +124,28 @@ def pytest_report_header(config):
     return [f"fastconv {fastconv.__version__}; ISA path {isa}; torch "
             f"{torch.__version__ if HAVE_TORCH else 'not installed'}; "
             f"FASTCONV_ISA={os.environ.get('FASTCONV_ISA', '')}"]
+
+
+# Shared fixtures of the native kernel tests (parametrise with ``indirect=True``).
+@pytest.fixture
+def isa(request):
+    """Forces one ISA path for the test and restores the previous one."""
+    from fastconv import _native
+
+    old = _native.active_isa()
+    try:
+        _native.set_isa(request.param)
+    except ValueError as e:
+        pytest.skip(f"ISA path {request.param} not usable here: {e}")
+    yield request.param
+    _native.set_isa(old)
+
+
+@pytest.fixture
+def threads():
+    """Restores the thread count a test changes."""
+    import fastconv
+
+    old = fastconv.get_num_threads()
+    yield
+    fastconv.set_num_threads(old)

@@ -7,30 +7,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _native
 from conftest import (CONV_CASES, CONV_IDS, DTYPES, assert_close, conv_inputs, randn,
                       requires_torch, torch_conv)
 
 ISAS = ["generic", "avx2", "avx512"]
-
-
-@pytest.fixture
-def isa(request):
-    """Forces one ISA path for the test and restores the previous one."""
-    old = _native.active_isa()
-    try:
-        _native.set_isa(request.param)
-    except ValueError as e:
-        pytest.skip(f"ISA path {request.param} not usable here: {e}")
-    yield request.param
-    _native.set_isa(old)
-
-
-@pytest.fixture
-def threads():
-    old = fastconv.get_num_threads()
-    yield
-    fastconv.set_num_threads(old)
 
 
 def _terms(ws, kw):

@@ -15,25 +15,6 @@ ALGOS = ["winograd_f23", "winograd_f43"]
 ISAS = ["generic", "avx2", "avx512"]
 
 
-@pytest.fixture
-def isa(request):
-    """Forces one ISA path for the test and restores the previous one."""
-    old = _native.active_isa()
-    try:
-        _native.set_isa(request.param)
-    except ValueError as e:
-        pytest.skip(f"ISA path {request.param} not usable here: {e}")
-    yield request.param
-    _native.set_isa(old)
-
-
-@pytest.fixture
-def threads():
-    old = fastconv.get_num_threads()
-    yield
-    fastconv.set_num_threads(old)
-
-
 def _grad_out(x, w, kw, dtype):
     y_shape = fastconv.conv2d(x, w, **kw, backend="reference").shape
     return randn(y_shape, dtype, 7)

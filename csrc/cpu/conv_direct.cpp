@@ -27,6 +27,7 @@
 // kernel instead (fwd_nhwc: a row tile of output pixels x vectors of filters, no padding
 // columns), over a phase-split channels-last copy of the source.
 #include "cpu/kernel_common.h"
+#include "cpu/simd.h"
 
 #include <algorithm>
 #include <cstring>
@@ -43,44 +44,13 @@ namespace FC_ISA {
 namespace {
 
 #if defined(FC_ISA_avx512)
-constexpr int kVecBytes = 64;
 constexpr int MR = 8;  // 16 accumulators of 32 zmm
 #elif defined(FC_ISA_avx2)
-constexpr int kVecBytes = 32;
 constexpr int MR = 6;  // 12 accumulators of 16 ymm
 #else
-constexpr int kVecBytes = 16;
 constexpr int MR = 6;
 #endif
 constexpr int NR = 2;
-
-template <class T>
-struct Simd {
-  typedef T V __attribute__((vector_size(kVecBytes)));
-  static constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
-  static V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  // Not V{} + s: +0.0 + s is not the identity for s = -0.0, so that form costs a scalar
-  // add and a register shuffle per broadcast instead of one broadcast-from-memory load
-  // (a lane-by-lane fill still gets a 256-bit broadcast plus an insert on AVX-512).
-  static V splat(T s) {
-#if defined(FC_ISA_avx512)
-    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm512_set1_ps(s));
-    else return reinterpret_cast<V>(_mm512_set1_pd(s));
-#elif defined(FC_ISA_avx2)
-    if constexpr (sizeof(T) == 4) return reinterpret_cast<V>(_mm256_set1_ps(s));
-    else return reinterpret_cast<V>(_mm256_set1_pd(s));
-#else
-    V v;
-    for (int i = 0; i < L; ++i) v[i] = s;
-    return v;
-#endif
-  }
-};
 
 // Calling-thread workspace that keeps its largest size between calls: the padded
 // sources are input-sized, and a fresh multi-MB allocation every call costs a page

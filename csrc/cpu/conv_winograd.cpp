@@ -24,6 +24,7 @@
 // Backward-data of a stride-1 correlation is a correlation of grad_out with the kernel
 // flipped in space and transposed K <-> C, padded by (2 - top, 2 - left): the same code.
 #include "cpu/kernel_common.h"
+#include "cpu/simd.h"
 
 #include <algorithm>
 #include <cstring>
@@ -41,27 +42,6 @@ namespace FC_ISA {
 
 namespace {
 
-#if defined(FC_ISA_avx512)
-constexpr int kVecBytes = 64;
-#elif defined(FC_ISA_avx2)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;  // SSE2 is the x86-64 baseline; elsewhere GCC emulates it
-#endif
-
-template <class T>
-struct Simd {
-  typedef T V __attribute__((vector_size(kVecBytes)));
-  static constexpr int L = kVecBytes / static_cast<int>(sizeof(T));
-  static V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-  // s - 0 is exactly s (x + 0 is not, for x = -0), so this folds to one broadcast.
-  static V splat(T s) { return s - V{}; }
-};
 
 // Micro-kernel register block: MR filters x NR vectors of tiles. 6 x 2 keeps 12
 // accumulators + 2 operands + 1 broadcast inside 16 registers (AVX2 / SSE). On AVX-512

@@ -7,6 +7,7 @@
 // vectors. The vectors are GCC vector extensions sized per ISA build, so the same code
 // becomes AVX-512, AVX2 or SSE2.
 #include "cpu/kernel_common.h"
+#include "cpu/simd.h"
 
 #include <algorithm>
 #include <cstring>
@@ -17,13 +18,6 @@ namespace FC_ISA {
 
 namespace {
 
-#if defined(FC_ISA_avx512)
-constexpr int kVecBytes = 64;
-#elif defined(FC_ISA_avx2)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
 
 constexpr double kMinParallelMacs = double(1 << 23);
 constexpr int64_t kMinParallelCopy = int64_t(1) << 20;  // elements, for the padding copy
