@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import glob
 import os
 import subprocess
 import sys
@@ -30,7 +31,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
+    sys.path.insert(0, _ROOT)  # a developer build in the source tree; else the installed one
 
 import fastconv as fc  # noqa: E402
 from fastconv import _native  # noqa: E402

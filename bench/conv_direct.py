@@ -13,13 +13,16 @@ gradient passes, as bench/conv_cpu.py reports backward.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
+    sys.path.insert(0, _ROOT)  # a developer build in the source tree; else the installed one
 
 from fastconv import _native  # noqa: E402
 

@@ -23,6 +23,8 @@ reason as in bench/conv_cpu.py).
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import statistics
 import sys
 import time
@@ -30,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
+    sys.path.insert(0, _ROOT)  # a developer build in the source tree; else the installed one
 
 import fastconv  # noqa: E402
 from fastconv._args import conv_spec  # noqa: E402

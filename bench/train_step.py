@@ -15,6 +15,7 @@ PyTorch does not, so only RSS is compared across the two).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -29,12 +30,19 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _use_source_tree():
+    """Imports fastconv from the source tree when it holds a developer build
+    (tools/build_inplace.sh); otherwise the installed package is used."""
+    if glob.glob(os.path.join(ROOT, "fastconv", "_native*")):
+        sys.path.insert(0, ROOT)
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
 def _worker_fastconv(args, weights, batch):
-    sys.path.insert(0, ROOT)
+    _use_source_tree()
     import tracemalloc
 
     import fastconv
@@ -127,7 +135,7 @@ def main(argv=None) -> int:
         print(json.dumps(fn(args, *args.files)))
         return 0
 
-    sys.path.insert(0, ROOT)
+    _use_source_tree()
     from fastconv import io, models, nn
 
     nn.init.manual_seed(0)
