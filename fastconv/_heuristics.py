@@ -26,10 +26,14 @@ input or output channels (depthwise and thin layers: the implicit GEMM's 64- or 
 tiles would be mostly padding), otherwise ``implicit_gemm`` (no column buffer in GPU
 memory).
 
-``numba`` keeps the plain preference order (winograd_f43, im2col, direct), which
-``python bench/numba_cpu.py`` bears out: Winograd is its fastest on ResNet-18's 3x3
-stride-1 layers at 56, 28 and 14, im2col (NumPy's BLAS) on the strided ones and within
-a few % at 7. ``numba_cuda`` has not been measured on hardware and keeps the same order.
+For ``numba`` (``python bench/numba_cpu.py``, batch 16, 2 threads): its Winograd
+transforms work a row of tiles at a time, so they pay off on large planes only. F(4,3)
+is its fastest on ResNet-18's 3x3 stride-1 layers at 56x56 and 28x28, F(2,3) at 14x14
+(1.3x its F(4,3)), im2col through NumPy's BLAS at 7x7 (2x its F(4,3)) and on the
+strided layers; its direct kernel trails.
+
+``numba_cuda`` has not been measured on hardware and keeps the plain preference order
+(winograd_f43, im2col, implicit_gemm, direct).
 """
 from __future__ import annotations
 
@@ -37,6 +41,9 @@ from __future__ import annotations
 _MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
+# Output planes (P*Q) from which numba's Winograd variants beat its im2col.
+_NUMBA_F43_MIN_PLANE = 28 * 28
+_NUMBA_F23_MIN_PLANE = 14 * 14
 # Below this many channels per group the CUDA implicit GEMM's tiles are mostly padding.
 _CUDA_MIN_GEMM_CHANNELS = 8
 
@@ -44,8 +51,8 @@ _CUDA_MIN_GEMM_CHANNELS = 8
 def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
     """Chooses among ``candidates`` (all implemented and able to serve ``spec``)."""
     Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
-    wide_winograd = ("winograd_f43" in candidates and spec.groups == 1
-                     and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS)
+    wide = spec.groups == 1 and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS
+    wide_winograd = wide and "winograd_f43" in candidates  # candidates can all serve spec
     if backend == "cuda":
         if wide_winograd:
             return "winograd_f43"
@@ -53,6 +60,15 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
             return "direct"
         if "implicit_gemm" in candidates:
             return "implicit_gemm"
+    if backend == "numba":
+        if wide:
+            plane = spec.P * spec.Q
+            if plane >= _NUMBA_F43_MIN_PLANE and "winograd_f43" in candidates:
+                return "winograd_f43"
+            if plane >= _NUMBA_F23_MIN_PLANE and "winograd_f23" in candidates:
+                return "winograd_f23"
+        if "im2col" in candidates:
+            return "im2col"
     if backend != "native":
         # Not measured here: the first of the usual preference order.
         for algo in ("winograd_f43", "im2col", "implicit_gemm", "direct"):

@@ -212,3 +212,21 @@ def test_native_heuristic_decisions(op):
     assert pick("native", op, thin1x1, "float32", two) == "direct"
     dw = spec((8, 32, 56, 56), (32, 1, 3, 3), padding=1, groups=32)
     assert pick("native", op, dw, "float32", two) == "direct"
+
+
+@pytest.mark.parametrize("hw,want", [(56, "winograd_f43"), (28, "winograd_f43"),
+                                     (14, "winograd_f23"), (7, "im2col")])
+def test_numba_heuristic_decisions(hw, want):
+    """algo='auto' on numba: Winograd only on planes large enough for its row-of-tiles
+    transforms (F(4,3) from 28x28, F(2,3) from 14x14), im2col otherwise."""
+    from fastconv._heuristics import pick
+
+    every = ["direct", "im2col", "winograd_f23", "winograd_f43"]
+    op = "conv2d_forward"
+    layer = conv_spec((16, 256, hw, hw), (256, 256, 3, 3), 1, 1, 1, 1, op=op)
+    assert pick("numba", op, layer, "float32", every) == want
+    strided = conv_spec((16, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1, op=op)
+    assert pick("numba", op, strided, "float32", ["direct", "im2col"]) == "im2col"
+    thin = conv_spec((16, 8, 56, 56), (8, 8, 3, 3), 1, 1, 1, 1, op=op)
+    assert pick("numba", op, thin, "float32", every) == "im2col"
+    assert pick("numba", op, thin, "float32", ["direct"]) == "direct"
