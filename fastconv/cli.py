@@ -88,9 +88,25 @@ _SUBCOMMANDS = _register_optional()
 
 
 def main(argv=None) -> int:
+    """Runs one command; errors propagate as exceptions (for programmatic use)."""
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 
+def console_main(argv=None) -> int:
+    """The ``fastconv`` executable: a bad option value or a missing file or device is
+    reported in one line (exit status 2), not as a traceback. FASTCONV_TRACEBACK=1 shows
+    the traceback."""
+    import os
+
+    try:
+        return main(argv)
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
+        if os.environ.get("FASTCONV_TRACEBACK"):
+            raise
+        print(f"fastconv: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

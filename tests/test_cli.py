@@ -41,3 +41,14 @@ def test_info_compile_times_reports_every_numba_kernel_family(capsys):
         for dt in ("float32", "float64"):
             assert f"{fam}:{dt}" in keys, (fam, dt, sorted(keys))
     assert all(float(ln[1]) >= 0 and ln[2] == "s" for ln in lines)
+
+
+def test_command_line_errors_are_one_line_not_a_traceback(tmp_path):
+    """A user error (here: CIFAR-10 batches missing from --data-dir) ends the command
+    with status 2 and one 'fastconv: error:' line naming the problem."""
+    r = subprocess.run([sys.executable, "-m", "fastconv", "train", "--data", "cifar10",
+                        "--data-dir", str(tmp_path), "--epochs", "1", "--no-progress"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("fastconv: error:") and "CIFAR-10" in r.stderr
