@@ -45,7 +45,8 @@ def _print_compile_times() -> None:
 
     mod = _dispatch._load("numba")
     if mod is None:
-        print(f"numba compile times: backend unavailable ({_dispatch.backends()['numba']['reason']})")
+        reason = _dispatch.backends()["numba"]["reason"]
+        print(f"numba compile times: backend unavailable ({reason})")
         return
     times = mod.compile_times()
     print(f"numba first-call times (compile or disk-cache load), {sum(times.values()):.2f} s "
@@ -54,7 +55,7 @@ def _print_compile_times() -> None:
         print(f"  {key:<48} {sec:8.3f} s")
 
 
-# Other subsystems (autotune cache, numba compile times) add lines to `info` here.
+# Other subsystems (the autotune cache) add lines to `info` here.
 _INFO_EXTRAS: list = []
 
 
