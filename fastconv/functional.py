@@ -118,6 +118,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
     With ``return_indices`` also returns int64 indices ``h*W + w`` into each input plane
     (PyTorch's convention), which :func:`max_pool2d_backward` takes. NaN propagates.
+    A window that holds no input element (dilation can step over the whole input) gives
+    -inf and index -1, which gets no gradient; PyTorch reports an index outside the
+    plane there.
     """
     op = "max_pool2d"
     lib, dtype, name, mod = _resolve(op, backend, {"input": x})
@@ -147,9 +150,9 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, backend=None):
         raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} does not match "
                          f"input_shape {tuple(input_shape)}")
     plane = x_shape[2] * x_shape[3]
-    if idx4.size and (int(idx4.min()) < 0 or int(idx4.max()) >= plane):
-        raise ValueError(f"{op}: indices must lie in [0, {plane}) for input_shape "
-                         f"{tuple(input_shape)}")
+    if idx4.size and (int(idx4.min()) < -1 or int(idx4.max()) >= plane):
+        raise ValueError(f"{op}: indices must lie in [-1, {plane}) for input_shape "
+                         f"{tuple(input_shape)} (-1: a window with no input element)")
     gx = op_impl(name, mod, op)(_contig(gy4, lib), _contig(idx4, lib), x_shape)
     return gx[0] if len(input_shape) == 3 else gx
 

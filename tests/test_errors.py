@@ -104,6 +104,8 @@ def test_max_pool_backward_errors():
         fc.max_pool2d_backward(y, idx.astype(np.int32), X.shape)
     with pytest.raises(ValueError, match="indices must lie in"):
         fc.max_pool2d_backward(y, idx + 1000, X.shape)
+    with pytest.raises(ValueError, match=r"indices must lie in \[-1, "):
+        fc.max_pool2d_backward(y, np.full_like(idx, -2), X.shape)
     with pytest.raises(ValueError, match="indices shape"):
         fc.max_pool2d_backward(y, idx[:, :, :2], X.shape)
     with pytest.raises(ValueError, match="input_shape"):

@@ -176,3 +176,26 @@ def test_padding_more_than_half_kernel_rejected_like_torch(kw):
         fc.max_pool2d(x, **kw)
     with pytest.raises(ValueError, match="padding"):
         fc.avg_pool2d(x, **kw)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("xs,k,s,p,d", [
+    ((1, 1, 1, 1), (1, 2), 1, (0, 1), 2),   # both taps of the only window in the padding
+    ((2, 3, 4, 1), (2, 2), (1, 2), (1, 1), (1, 2)),  # rows of windows over one column
+])
+def test_max_pool_window_with_no_input_element(backend, xs, k, s, p, d):
+    """Dilation can step a window over the whole input: -inf with index -1, and the
+    backward gives such a window's gradient to no element (PyTorch reports an index
+    outside the plane there, so the reference is the oracle)."""
+    x = randn(xs, np.float32, 3)
+    y, idx = fc.max_pool2d(x, k, s, p, d, return_indices=True, backend=backend)
+    ey, eidx = fc.max_pool2d(x, k, s, p, d, return_indices=True, backend="reference")
+    np.testing.assert_array_equal(y, ey)
+    np.testing.assert_array_equal(idx, eidx)
+    empty = idx == -1
+    assert empty.all() and np.all(np.isneginf(y))
+    gy = randn(y.shape, np.float32, 4)
+    gx = fc.max_pool2d_backward(gy, idx, x.shape, backend=backend)
+    egx = fc.max_pool2d_backward(gy, eidx, x.shape, backend="reference")
+    assert_close(gx, egx, np.float32)
+    assert not gx.any()

@@ -56,7 +56,8 @@ constexpr int32_t kPadRow = std::numeric_limits<int32_t>::max();
 // left and enough on the right for every tap of every window, holding -inf with row
 // kPadRow: such an entry never wins the merge against an in-bounds one (it is not
 // larger, not NaN, and loses ties because its row is larger), so the horizontal pass
-// needs no bounds tests (every window has at least one in-bounds tap).
+// needs no bounds tests. A window with no in-bounds tap (possible with dilation) keeps
+// -inf and row kPadRow, and reports index -1.
 template <class T>
 struct MaxRows {
   int64_t lead = 0, kwe = 0;
@@ -142,7 +143,7 @@ void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, MaxRows<T>& r
     if (t0 == t1) {  // unreachable for PyTorch-valid shapes; kept memory-safe
       for (int64_t q = 0; q < Q; ++q) {
         yr[q] = ninf;
-        if (IDX) ir[q] = 0;
+        if (IDX) ir[q] = -1;
       }
       continue;
     }
@@ -187,7 +188,7 @@ void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, MaxRows<T>& r
     for (int64_t q = 0; q < Q; ++q) yr[q] = best[q];
     if (IDX)
       for (int64_t q = 0; q < Q; ++q)
-        ir[q] = brow[q] == kPadRow ? 0 : int64_t(brow[q]) * W + bcol[q];
+        ir[q] = brow[q] == kPadRow ? -1 : int64_t(brow[q]) * W + bcol[q];
   }
 }
 

@@ -21,11 +21,11 @@ max_pool_fwd(const float* __restrict__ x, float* __restrict__ y, long long* __re
     while (ws < 0) ws += dw;
     const float* xb = x + nc * H * W;
     float best = -__int_as_float(0x7f800000);  // -inf
-    int bi = hs * W + ws;
+    int bi = -1;  // stays -1 for a window with no input element (dilation can do that)
     for (int h = hs; h < he; h += dh)
       for (int w = ws; w < we; w += dw) {
         const float v = xb[h * W + w];
-        if (v > best || v != v) { best = v; bi = h * W + w; }
+        if (bi < 0 || v > best || v != v) { best = v; bi = h * W + w; }
       }
     y[i] = best;
     if (idx) idx[i] = bi;
@@ -39,7 +39,7 @@ max_pool_bwd(const float* __restrict__ gy, const long long* __restrict__ idx,
              float* __restrict__ gx, int NC, int HW, int PQ) {
   const int total = NC * PQ;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
-    atomicAdd(gx + (i / PQ) * HW + (int)idx[i], gy[i]);
+    if (idx[i] >= 0) atomicAdd(gx + (i / PQ) * HW + (int)idx[i], gy[i]);
 }
 
 __device__ __forceinline__ float avg_divisor(int hs, int ws, int he, int we, int hs0, int ws0,

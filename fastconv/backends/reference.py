@@ -113,7 +113,9 @@ def max_pool2d_backward(gy, idx, x_shape):
     N, C, H, W = x_shape
     gx = np.zeros((N * C, H * W), np.float64)
     rows = np.repeat(np.arange(N * C), gy.shape[2] * gy.shape[3])
-    np.add.at(gx, (rows, idx.reshape(-1)), gy.astype(np.float64).reshape(-1))
+    flat, g = idx.reshape(-1), gy.astype(np.float64).reshape(-1)
+    real = flat >= 0  # -1: the window held no input element and gets no gradient
+    np.add.at(gx, (rows[real], flat[real]), g[real])
     return gx.reshape(x_shape).astype(gy.dtype)
 
 

@@ -57,7 +57,9 @@ def _max_bwd(gy, idx, gx):
             dst[i] = 0
         for p in range(P):
             for q in range(Q):
-                dst[idx[n, c, p, q]] += gy[n, c, p, q]
+                k = idx[n, c, p, q]
+                if k >= 0:  # -1: the window held no input element
+                    dst[k] += gy[n, c, p, q]
 
 
 @strict_kernel

@@ -56,7 +56,9 @@ def _max_bwd(gy, idx, gx):
     q = i % Q
     p = (i // Q) % P
     nc = i // (P * Q)
-    cuda.atomic.add(gx, (nc, idx[nc // C, nc % C, p, q]), gy[nc // C, nc % C, p, q])
+    k = idx[nc // C, nc % C, p, q]
+    if k >= 0:  # -1: the window held no input element
+        cuda.atomic.add(gx, (nc, k), gy[nc // C, nc % C, p, q])
 
 
 @device
