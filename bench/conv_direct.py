@@ -13,32 +13,17 @@ gradient passes, as bench/conv_cpu.py reports backward.
 from __future__ import annotations
 
 import argparse
-import glob
-import os
-import sys
 import time
 
 import numpy as np
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
-    sys.path.insert(0, _ROOT)  # a developer build in the source tree; else the installed one
+from _common import RESNET18_LAYERS, use_source_tree  # noqa: E402
+
+use_source_tree()
 
 from fastconv import _native  # noqa: E402
 
-LAYERS = [
-    ("stem 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3),
-    ("3x3/1 64 @56", 64, 56, 64, 3, 1, 1),
-    ("3x3/1 128 @28", 128, 28, 128, 3, 1, 1),
-    ("3x3/1 256 @14", 256, 14, 256, 3, 1, 1),
-    ("3x3/1 512 @7", 512, 7, 512, 3, 1, 1),
-    ("3x3/2 64->128 @56", 64, 56, 128, 3, 2, 1),
-    ("3x3/2 128->256 @28", 128, 28, 256, 3, 2, 1),
-    ("3x3/2 256->512 @14", 256, 14, 512, 3, 2, 1),
-    ("1x1/2 64->128 @56", 64, 56, 128, 1, 2, 0),
-    ("1x1/2 128->256 @28", 128, 28, 256, 1, 2, 0),
-    ("1x1/2 256->512 @14", 256, 14, 512, 1, 2, 0),
-]
+LAYERS = RESNET18_LAYERS
 
 
 def _best_interleaved(fns: dict, reps: int, clock) -> dict:

@@ -23,17 +23,14 @@ reason as in bench/conv_cpu.py).
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
-    sys.path.insert(0, _ROOT)  # a developer build in the source tree; else the installed one
+from _common import use_source_tree  # noqa: E402
+
+use_source_tree()
 
 import fastconv  # noqa: E402
 from fastconv._args import conv_spec  # noqa: E402

@@ -15,7 +15,6 @@ PyTorch does not, so only RSS is compared across the two).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -27,14 +26,9 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, use_source_tree  # noqa: E402
 
-
-def _use_source_tree():
-    """Imports fastconv from the source tree when it holds a developer build
-    (tools/build_inplace.sh); otherwise the installed package is used."""
-    if glob.glob(os.path.join(ROOT, "fastconv", "_native*")):
-        sys.path.insert(0, ROOT)
+use_source_tree()  # also in the worker processes, which run this file
 
 
 def _rss_mb() -> float:
@@ -42,7 +36,6 @@ def _rss_mb() -> float:
 
 
 def _worker_fastconv(args, weights, batch):
-    _use_source_tree()
     import tracemalloc
 
     import fastconv
@@ -135,7 +128,6 @@ def main(argv=None) -> int:
         print(json.dumps(fn(args, *args.files)))
         return 0
 
-    _use_source_tree()
     from fastconv import io, models, nn
 
     nn.init.manual_seed(0)
