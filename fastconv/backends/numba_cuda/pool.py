@@ -75,6 +75,20 @@ def _window(o, size, out, k, s, pad, adaptive, include_pad):
     return lo, hi, (end - start) if include_pad else (hi - lo)
 
 
+@device
+def _avg_cell(i, C, H, W, P, Q, kh, kw, sh, sw, ph, pw, adaptive, include_pad, override):
+    """Output element i of an average pooling: its (n, c, p, q), its clipped window
+    [h0, h1) x [w0, w1) and its divisor (shared by the forward and backward kernels)."""
+    q = i % Q
+    p = (i // Q) % P
+    c = (i // (P * Q)) % C
+    n = i // (C * P * Q)
+    h0, h1, dh = _window(p, H, P, kh, sh, ph, adaptive, include_pad)
+    w0, w1, dw = _window(q, W, Q, kw, sw, pw, adaptive, include_pad)
+    div = float32(override) if override != 0 else float32(dh * dw)
+    return n, c, p, q, h0, h1, w0, w1, div
+
+
 @jit
 def _avg_fwd(x, y, kh, kw, sh, sw, ph, pw, adaptive, include_pad, override):
     N, C, H, W = x.shape
@@ -82,12 +96,8 @@ def _avg_fwd(x, y, kh, kw, sh, sw, ph, pw, adaptive, include_pad, override):
     i = cuda.grid(1)
     if i >= N * C * P * Q:
         return
-    q = i % Q
-    p = (i // Q) % P
-    c = (i // (P * Q)) % C
-    n = i // (C * P * Q)
-    h0, h1, dh = _window(p, H, P, kh, sh, ph, adaptive, include_pad)
-    w0, w1, dw = _window(q, W, Q, kw, sw, pw, adaptive, include_pad)
+    n, c, p, q, h0, h1, w0, w1, div = _avg_cell(i, C, H, W, P, Q, kh, kw, sh, sw, ph, pw,
+                                                adaptive, include_pad, override)
     if h1 <= h0 or w1 <= w0:
         y[n, c, p, q] = 0  # a window entirely in the padding: PyTorch gives 0
         return
@@ -95,7 +105,6 @@ def _avg_fwd(x, y, kh, kw, sh, sw, ph, pw, adaptive, include_pad, override):
     for a in range(h0, h1):
         for b in range(w0, w1):
             acc += x[n, c, a, b]
-    div = float32(override) if override != 0 else float32(dh * dw)
     y[n, c, p, q] = acc / div
 
 
@@ -106,15 +115,10 @@ def _avg_bwd(gy, gx, kh, kw, sh, sw, ph, pw, adaptive, include_pad, override):
     i = cuda.grid(1)
     if i >= N * C * P * Q:
         return
-    q = i % Q
-    p = (i // Q) % P
-    c = (i // (P * Q)) % C
-    n = i // (C * P * Q)
-    h0, h1, dh = _window(p, H, P, kh, sh, ph, adaptive, include_pad)
-    w0, w1, dw = _window(q, W, Q, kw, sw, pw, adaptive, include_pad)
+    n, c, p, q, h0, h1, w0, w1, div = _avg_cell(i, C, H, W, P, Q, kh, kw, sh, sw, ph, pw,
+                                                adaptive, include_pad, override)
     if h1 <= h0 or w1 <= w0:
         return
-    div = float32(override) if override != 0 else float32(dh * dw)
     g = gy[n, c, p, q] / div
     for a in range(h0, h1):
         for b in range(w0, w1):
