@@ -120,43 +120,32 @@ struct Micro {
     }
   }
 
+  // One full-width row of a tile: C = alpha * acc + bias (+ beta * C), vector stores.
+  static inline void store_row(const V (&acc)[kNV], T* c, T alpha, T beta, T bias) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) {
+      T* cp = c + v * VL;
+      V r = alpha * acc[v] + bias;
+      if (beta != T(0)) {
+        V old;
+        std::memcpy(&old, cp, sizeof(V));
+        r += beta * old;
+      }
+      std::memcpy(cp, &r, sizeof(V));
+    }
+  }
+
   // Full tile, columns contiguous in C: vector epilogue straight into C.
   static inline void store_full(const V (&acc)[MR][kNV], T* c, int64_t ldc, T alpha, T beta,
                                 const T* bias) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const T bi = bias ? bias[i] : T(0);
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) {
-        T* cp = c + i * ldc + v * VL;
-        V r = alpha * acc[i][v] + bi;
-        if (beta != T(0)) {
-          V old;
-          std::memcpy(&old, cp, sizeof(V));
-          r += beta * old;
-        }
-        std::memcpy(cp, &r, sizeof(V));
-      }
-    }
+    for (int i = 0; i < MR; ++i) store_row(acc[i], c + i * ldc, alpha, beta, bias ? bias[i] : T(0));
   }
 
   // The first mr rows of a full-width tile, same arithmetic as store_full.
   static inline void store_rows(const V (&acc)[MR][kNV], int mr, T* c, int64_t ldc, T alpha,
                                 T beta, const T* bias) {
-    for (int i = 0; i < mr; ++i) {
-      const T bi = bias ? bias[i] : T(0);
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) {
-        T* cp = c + i * ldc + v * VL;
-        V r = alpha * acc[i][v] + bi;
-        if (beta != T(0)) {
-          V old;
-          std::memcpy(&old, cp, sizeof(V));
-          r += beta * old;
-        }
-        std::memcpy(cp, &r, sizeof(V));
-      }
-    }
+    for (int i = 0; i < mr; ++i) store_row(acc[i], c + i * ldc, alpha, beta, bias ? bias[i] : T(0));
   }
 };
 
