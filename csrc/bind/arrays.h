@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/epilogue.h"
 #include "common/shapes.h"
 
 namespace fc::bind {
@@ -30,6 +31,8 @@ using GIL = nb::call_guard<nb::gil_scoped_release>;
 // Every array argument is bound with .noconvert(): nanobind would otherwise convert a
 // wrong-dtype or non-contiguous *output* into a temporary and silently drop the result.
 using Pair = std::pair<int64_t, int64_t>;
+// The default activation clamp of a forward binding: none.
+inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
 [[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
@@ -87,6 +90,29 @@ ConvShape conv_shape(const X& x, const Wt& w, const Y& y, Pair stride, Pair pad,
 template <class B>
 const typename B::Scalar* opt_data(const std::optional<B>& b) {
   return b ? b->data() : nullptr;
+}
+
+// The forward output stage from the binding's arguments, checked against y: bias (K),
+// residual shaped like y and not overlapping it, lo <= hi (either may be infinite).
+template <class T>
+Epilogue<T> make_epilogue(const ConvShape& s, const OptIn<T, 1>& bias, const OptIn<T, 4>& residual,
+                          const Out<T, 4>& y, double lo, double hi) {
+  require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
+  Epilogue<T> ep = Epilogue<T>::with_bias(opt_data(bias));
+  if (residual) {
+    for (int d = 0; d < 4; ++d)
+      require(residual->shape(d) == y.shape(d),
+              "residual " + shape_str(*residual) + " must have the output's shape " + shape_str(y));
+    const T* r = residual->data();
+    const T* yb = y.data();
+    const size_t n = y.size();
+    require(n == 0 || r + n <= yb || yb + n <= r, "residual must not overlap the output");
+    ep.residual = r;
+  }
+  require(lo <= hi, "the activation clamp needs lo <= hi");  // also refuses NaN
+  ep.lo = static_cast<T>(lo);
+  ep.hi = static_cast<T>(hi);
+  return ep;
 }
 
 }  // namespace fc::bind

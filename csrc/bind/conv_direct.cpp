@@ -9,13 +9,15 @@ static void def_direct(nb::module_& m) {
   m.def(
       "conv_direct_fwd",
       [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair stride, Pair pad, Pair dil,
-         int64_t groups) {
+         int64_t groups, OptIn<T, 4> residual, double lo, double hi) {
         const ConvShape s = conv_shape(x, w, y, stride, pad, dil, groups);
-        require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
-        FC_DISPATCH(conv_direct_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
+        const Epilogue<T> ep = make_epilogue(s, bias, residual, y, lo, hi);
+        FC_DISPATCH(conv_direct_fwd<T>(s, x.data(), w.data(), ep, y.data()));
       },
       nb::arg("x").noconvert(), nb::arg("w").noconvert(), nb::arg("bias").none().noconvert(), nb::arg("y").noconvert(), nb::arg("stride"),
-      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
+      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"),
+      nb::arg("residual").noconvert().none() = nb::none(), nb::arg("lo") = -kInf,
+      nb::arg("hi") = kInf, GIL());
   m.def(
       "conv_direct_bwd_data",
       [](In<T, 4> gy, In<T, 4> w, Out<T, 4> gx, Pair stride, Pair pad, Pair dil, int64_t groups) {

@@ -10,16 +10,18 @@ static void def_im2col(nb::module_& m) {
   m.def(
       "conv_im2col_fwd",
       [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair stride, Pair pad, Pair dil,
-         int64_t groups) {
+         int64_t groups, OptIn<T, 4> residual, double lo, double hi) {
         const ConvShape s = conv_shape(x, w, y, stride, pad, dil, groups);
-        require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
+        const Epilogue<T> ep = make_epilogue(s, bias, residual, y, lo, hi);
         // The GEMM's k dimension is C/groups * R * S; keep it (and the whole filter) in range.
         mul_checked(mul_checked(s.Cg(), s.R, "weight"), s.S, "weight");
-        FC_DISPATCH(conv_im2col_fwd<T>(s, x.data(), w.data(), opt_data(bias), y.data()));
+        FC_DISPATCH(conv_im2col_fwd<T>(s, x.data(), w.data(), ep, y.data()));
       },
       nb::arg("x").noconvert(), nb::arg("w").noconvert(), nb::arg("bias").noconvert().none(),
       nb::arg("y").noconvert(), nb::arg("stride"),
-      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"), GIL());
+      nb::arg("padding"), nb::arg("dilation"), nb::arg("groups"),
+      nb::arg("residual").noconvert().none() = nb::none(), nb::arg("lo") = -kInf,
+      nb::arg("hi") = kInf, GIL());
   m.def(
       "conv_im2col_bwd_data",
       [](In<T, 4> gy, In<T, 4> w, Out<T, 4> gx, Pair stride, Pair pad, Pair dil, int64_t groups) {

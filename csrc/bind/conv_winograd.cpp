@@ -18,15 +18,17 @@ template <class T>
 static void def_winograd(nb::module_& m) {
   m.def(
       "conv_winograd_fwd",
-      [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair pad, int64_t mt) {
+      [](In<T, 4> x, In<T, 4> w, OptIn<T, 1> bias, Out<T, 4> y, Pair pad, int64_t mt,
+         OptIn<T, 4> residual, double lo, double hi) {
         check_winograd(mt, w.shape(2), w.shape(3));
         const ConvShape s = conv_shape(x, w, y, {1, 1}, pad, {1, 1}, 1);
-        require(!bias || static_cast<int64_t>(bias->shape(0)) == s.K, "bias must have K elements");
-        FC_DISPATCH(conv_winograd_fwd<T>(s, static_cast<int>(mt), x.data(), w.data(),
-                                         opt_data(bias), y.data()));
+        const Epilogue<T> ep = make_epilogue(s, bias, residual, y, lo, hi);
+        FC_DISPATCH(conv_winograd_fwd<T>(s, static_cast<int>(mt), x.data(), w.data(), ep,
+                                         y.data()));
       },
       nb::arg("x"), nb::arg("w"), nb::arg("bias").none(), nb::arg("y"), nb::arg("padding"),
-      nb::arg("m"), GIL(),
+      nb::arg("m"), nb::arg("residual").noconvert().none() = nb::none(), nb::arg("lo") = -kInf,
+      nb::arg("hi") = kInf, GIL(),
       "y = conv2d(x, w, bias, padding) by Winograd F(m x m, 3 x 3); 3x3, stride 1 only.");
   m.def(
       "conv_winograd_bwd_data",

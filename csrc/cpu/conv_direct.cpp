@@ -614,7 +614,7 @@ bool prefer_nhwc(const ConvShape& s) {
 }  // namespace
 
 template <class T>
-void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
   if (prefer_nhwc<T>(s)) {
@@ -695,6 +695,12 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
           prob[g].run(kb, jb, sp, tmp.v.data(), put);
     }
   }
+}
+
+template <class T>
+void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
+  fwd_biased(s, x, w, ep.bias, y);
+  if (ep.has_post()) conv_epilogue_post(s, ep, y);
 }
 
 template <class T>
@@ -947,7 +953,7 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
 }
 
 #define FC_INSTANTIATE(T)                                                                  \
-  template void conv_direct_fwd<T>(const ConvShape&, const T*, const T*, const T*, T*);   \
+  template void conv_direct_fwd<T>(const ConvShape&, const T*, const T*, const Epilogue<T>&, T*); \
   template void conv_direct_bwd_data<T>(const ConvShape&, const T*, const T*, T*);        \
   template void conv_direct_bwd_weight<T>(const ConvShape&, const T*, const T*, T*);
 FC_INSTANTIATE(float)

@@ -276,7 +276,8 @@ struct ColScratch {
 }  // namespace
 
 template <class T>
-void conv_im2col_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void conv_im2col_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
+  const T* bias = ep.bias;
   const Geo<T> geo(s);
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * geo.RS;
   const int nt = num_threads();
@@ -287,6 +288,7 @@ void conv_im2col_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, 
                         geo.PQ, BatchCols{geo.PQ, s.K * geo.PQ}, bias ? bias + g * Kg : nullptr,
                         nt);
   }
+  if (ep.has_post()) conv_epilogue_post(s, ep, y);
 }
 
 template <class T>
@@ -341,7 +343,7 @@ void conv_im2col_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
           T* dst = wt + ((g * Cg + c) * Kg + k) * RS;
           for (int64_t i = 0; i < RS; ++i) dst[RS - 1 - i] = src[i];
         }
-    conv_im2col_fwd<T>(t, gy, wt, nullptr, gx);
+    conv_im2col_fwd<T>(t, gy, wt, Epilogue<T>{}, gx);
     return;
   }
   {
@@ -414,7 +416,7 @@ void conv_im2col_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
 }
 
 #define FC_INSTANTIATE(T)                                                                  \
-  template void conv_im2col_fwd<T>(const ConvShape&, const T*, const T*, const T*, T*);   \
+  template void conv_im2col_fwd<T>(const ConvShape&, const T*, const T*, const Epilogue<T>&, T*); \
   template void conv_im2col_bwd_data<T>(const ConvShape&, const T*, const T*, T*);        \
   template void conv_im2col_bwd_weight<T>(const ConvShape&, const T*, const T*, T*);
 FC_INSTANTIATE(float)

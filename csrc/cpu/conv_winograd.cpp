@@ -629,11 +629,13 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
 }  // namespace
 
 template <class T>
-void conv_winograd_fwd(const ConvShape& s, int m, const T* x, const T* w, const T* bias, T* y) {
+void conv_winograd_fwd(const ConvShape& s, int m, const T* x, const T* w, const Epilogue<T>& ep,
+                       T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
-  if (m == 2) return fwd_m<T, 2>(s, x, w, bias, y);
-  if (m == 4) return fwd_m<T, 4>(s, x, w, bias, y);
-  throw std::invalid_argument("winograd: m must be 2 or 4");
+  if (m == 2) fwd_m<T, 2>(s, x, w, ep.bias, y);
+  else if (m == 4) fwd_m<T, 4>(s, x, w, ep.bias, y);
+  else throw std::invalid_argument("winograd: m must be 2 or 4");
+  if (ep.has_post()) conv_epilogue_post(s, ep, y);
 }
 
 template <class T>
@@ -645,7 +647,7 @@ void conv_winograd_bwd_data(const ConvShape& s, int m, const T* gy, const T* w, 
 }
 
 #define FC_INSTANTIATE(T)                                                                     \
-  template void conv_winograd_fwd<T>(const ConvShape&, int, const T*, const T*, const T*, T*); \
+  template void conv_winograd_fwd<T>(const ConvShape&, int, const T*, const T*, const Epilogue<T>&, T*); \
   template void conv_winograd_bwd_data<T>(const ConvShape&, int, const T*, const T*, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

@@ -5,6 +5,7 @@
 #include <complex>
 
 #include "common/parallel.h"
+#include "common/epilogue.h"
 #include "common/shapes.h"
 
 #ifndef FC_ISA

@@ -4,6 +4,7 @@
 #include <complex>
 
 #include "common/isa.h"
+#include "common/epilogue.h"
 #include "common/shapes.h"
 
 namespace fc {

@@ -27,15 +27,25 @@ def _winograd_m(algo: str) -> int:
     return 4 if algo == "winograd_f43" else 2
 
 
-def conv2d_forward(x, w, b, spec, algo):
-    y = np.empty(spec.y_shape, x.dtype)
+_NO_CLAMP = (-np.inf, np.inf)
+
+
+def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None):
+    """y = clamp(conv2d(x, w) + b + residual, *clamp), all in the kernel's output stage.
+
+    ``residual`` (shaped like y, C-contiguous, same dtype) and ``clamp`` ((lo, hi):
+    (0, inf) is ReLU, (0, 6) ReLU6) are the fused-inference extras; ``out`` is an
+    optional preallocated y (C-contiguous, right shape and dtype, not overlapping x).
+    """
+    y = np.empty(spec.y_shape, x.dtype) if out is None else out
     if spec.N == 0:
         return y
     fn = getattr(_native, _BINDINGS[algo][0])
+    lo, hi = clamp
     if algo.startswith("winograd"):
-        fn(x, w, b, y, spec.padding, _winograd_m(algo))
+        fn(x, w, b, y, spec.padding, _winograd_m(algo), residual, lo, hi)
     else:
-        fn(x, w, b, y, spec.stride, spec.padding, spec.dilation, spec.groups)
+        fn(x, w, b, y, spec.stride, spec.padding, spec.dilation, spec.groups, residual, lo, hi)
     return y
 
 
