@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._dispatch import backends, get_num_threads, set_num_threads
+from ._dispatch import backends, get_num_threads, get_precision, set_num_threads, set_precision
 from .functional import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -60,6 +60,6 @@ __all__ = [
     "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "linear", "linear_backward",
     "cross_entropy", "cross_entropy_backward", "backends", "set_num_threads",
-    "get_num_threads", "out_size", "same_padding", "receptive_field", "conv_params",
+    "get_num_threads", "set_precision", "get_precision", "out_size", "same_padding", "receptive_field", "conv_params",
     "conv_flops", "autotune", "summary", "fold_batch_norm", "nn", "models", "optim", "signal",
 ]

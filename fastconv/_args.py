@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .shapes import pool_out_len
+
 # --------------------------------------------------------------------------- scalars
 
 
@@ -239,13 +241,6 @@ class PoolSpec:
         return (self.N, self.C, self.P, self.Q)
 
 
-def _pool_out(size, k, s, p, d, ceil_mode):
-    n = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (n - 1) * s >= size + p:
-        n -= 1
-    return n
-
-
 def pool_spec(op, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
               count_include_pad=True, divisor_override=None) -> PoolSpec:
     if len(x_shape) == 3:
@@ -259,8 +254,9 @@ def pool_spec(op, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil
         else pair(stride, "stride", minimum=1, op=op)
     pad = pair(padding, "padding", minimum=0, op=op)
     dilation = pair(dilation, "dilation", minimum=1, op=op)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
+    for nm, v in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{op}: {nm} must be a bool, got {v!r}")
     if min(C, H, W) < 1:
         raise ValueError(f"{op}: input shape {tuple(x_shape)} has an empty channel or "
                          "spatial dimension")
@@ -275,8 +271,8 @@ def pool_spec(op, x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil
         if int(divisor_override) == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero")
         divisor_override = int(divisor_override)
-    P = _pool_out(H, kernel[0], stride[0], pad[0], dilation[0], bool(ceil_mode))
-    Q = _pool_out(W, kernel[1], stride[1], pad[1], dilation[1], bool(ceil_mode))
+    P = pool_out_len(H, kernel[0], stride[0], pad[0], dilation[0], bool(ceil_mode))
+    Q = pool_out_len(W, kernel[1], stride[1], pad[1], dilation[1], bool(ceil_mode))
     if P < 1 or Q < 1:
         raise ValueError(f"{op}: output size would be {P}x{Q} (input {H}x{W}, kernel_size="
                          f"{kernel_size!r}, stride={stride}, padding={padding!r}, dilation="
@@ -324,7 +320,15 @@ def input_shape_4d(op, input_shape):
     return (1, *shape) if len(shape) == 3 else shape
 
 
+def is_writable(a) -> bool:
+    """False for a read-only NumPy array (CuPy arrays are always writable)."""
+    flags = getattr(a, "flags", None)
+    return bool(getattr(flags, "writeable", True))
+
+
 def finite_float(v, name, op):
+    if isinstance(v, (str, bytes)):  # float("1e-5") would parse: refuse as torch does
+        raise TypeError(f"{op}: {name} must be a number, got {v!r}")
     try:
         f = float(v)
     except (TypeError, ValueError):

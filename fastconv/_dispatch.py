@@ -131,6 +131,9 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
             raise ValueError(f"algo={algo!r} is not implemented by backend {name!r} for {op} "
                              f"(available: {', '.join(implemented) or 'none'})")
     candidates = serving_algos(name, mod, op, spec)
+    if _precision[0] == "highest":
+        # Only algorithms as precise as direct summation (fastconv.set_precision).
+        candidates = [a for a in candidates if a not in LOW_PRECISION_ALGOS] or candidates
     if not candidates:
         raise ValueError(f"backend {name!r} has no algorithm for {op}")
     if len(candidates) == 1:
@@ -138,7 +141,9 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
     # Imported by name: the package attribute fastconv.autotune may not be bound yet.
     autotune = importlib.import_module("fastconv.autotune")
     if runner is not None and autotune.enabled():
-        tuned = autotune.tuned_choice(name, op, spec, dtype, candidates, runner)
+        # Each precision remembers its own winner (the "high" keys stay as before).
+        options = {"precision": "highest"} if _precision[0] == "highest" else None
+        tuned = autotune.tuned_choice(name, op, spec, dtype, candidates, runner, options)
         if tuned is not None:
             return tuned
     from ._heuristics import pick
@@ -146,6 +151,50 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
     choice = pick(name, op, spec, str(dtype), candidates)
     assert choice in candidates, (choice, candidates)
     return choice
+
+
+# ----------------------------------------------------------------------------- precision
+
+PRECISIONS = ("highest", "high")
+# Algorithms whose float32 rounding error is well above direct summation's: F(4,3)'s
+# transforms (entries up to 8 and 1/24 in its matrices) give ~1e-5 of the output's
+# maximum on ResNet shapes against ~1e-6 for direct, im2col and F(2,3) (bench/README.md).
+LOW_PRECISION_ALGOS = ("winograd_f43",)
+_precision = ["high"]
+
+
+def set_precision(precision: str) -> None:
+    """How precise ``algo="auto"`` must be, as ``torch.set_float32_matmul_precision``.
+
+    ``"highest"``: auto picks only algorithms as precise as direct convolution (direct,
+    im2col, Winograd F(2,3); about 1e-6 of the output's maximum in float32).
+    ``"high"`` (the default): Winograd F(4,3) is allowed too (about 1e-5), which is
+    1.3x-2x faster on 3x3 layers. An algorithm named explicitly (``algo=...``) is always
+    used as asked. ``FASTCONV_PRECISION`` sets it at import. Compiled models
+    (``fastconv.compile``) choose their algorithms when compiled, under the setting then.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"set_precision: precision must be one of {', '.join(PRECISIONS)}; "
+                         f"got {precision!r}")
+    _precision[0] = precision
+
+
+def get_precision() -> str:
+    """The current :func:`set_precision` setting."""
+    return _precision[0]
+
+
+def _init_precision_from_env():
+    env = os.environ.get("FASTCONV_PRECISION")
+    if env:
+        try:
+            set_precision(env)
+        except ValueError:
+            raise ValueError(f"FASTCONV_PRECISION must be one of {', '.join(PRECISIONS)}, got "
+                             f"{env!r}") from None
+
+
+_init_precision_from_env()
 
 
 # ----------------------------------------------------------------------------- threads

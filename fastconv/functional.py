@@ -6,6 +6,8 @@ is one unbatched sample. Every op takes ``backend=`` (None: chosen from the arra
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _args as A
@@ -28,8 +30,13 @@ def _xp(lib: str):
 
 
 def _contig(a, lib):
-    """C-contiguous view or copy (backends assume C order)."""
-    if a is None or a.flags.c_contiguous:
+    """C-contiguous plain-array view or copy (backends assume C order and a base ndarray:
+    np.matrix and other subclasses change indexing semantics)."""
+    if a is None:
+        return a
+    if lib == "numpy" and type(a) is not np.ndarray:
+        a = a.view(np.ndarray)
+    if a.flags.c_contiguous:
         return a
     return _xp(lib).ascontiguousarray(a)
 
@@ -40,7 +47,12 @@ def _batched(op, x, name="input"):
     return (x[None], True) if x.ndim == 3 else (x, False)
 
 
-def _resolve(op, backend, arrays, *, float_only=True):
+def _resolve(op, backend, arrays, *, float_only=True, optional=("bias",)):
+    """Checks the array arguments (those not named in ``optional`` must not be None) and
+    resolves the backend -> (lib, dtype, backend name, backend module)."""
+    for nm, a in arrays.items():
+        if a is None and nm not in optional:
+            raise TypeError(f"{op}: {nm} must be an array, got None")
     lib, dtype = A.check_arrays(op, arrays, float_only=float_only)
     name, mod = get_backend(backend, lib, dtype, op)
     return lib, dtype, name, mod
@@ -225,7 +237,7 @@ def _bn_view(op, x):
     n, c = x.shape[:2]
     if c < 1:
         raise ValueError(f"{op}: input shape {tuple(x.shape)} has no channels")
-    return x.reshape(n, c, -1, 1)
+    return x.reshape(n, c, math.prod(x.shape[2:]), 1)  # explicit L: n may be 0
 
 
 def _check_chan(op, name, v, C):
@@ -244,26 +256,38 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     op = "batch_norm"
     lib, dtype, name, mod = _resolve(op, backend, {
         "input": x, "running_mean": running_mean, "running_var": running_var,
-        "weight": weight, "bias": bias})
+        "weight": weight, "bias": bias},
+        optional=("running_mean", "running_var", "weight", "bias"))
     xv = _contig(_bn_view(op, x), lib)
     C = xv.shape[1]
     for nm, v in (("running_mean", running_mean), ("running_var", running_var),
                   ("weight", weight), ("bias", bias)):
         _check_chan(op, nm, v, C)
     eps = A.finite_float(eps, "eps", op)
-    if eps < 0:
-        raise ValueError(f"{op}: eps must be >= 0, got {eps}")
+    if eps < 0 or (training and eps == 0):
+        raise ValueError(f"{op}: eps must be {'> 0 when training' if training else '>= 0'}, "
+                         f"got {eps}")
     xp = _xp(lib)
     w = weight if weight is not None else xp.ones(C, dtype)
     b = bias if bias is not None else xp.zeros(C, dtype)
     if training:
         m = xv.shape[0] * xv.shape[2]
-        if m <= 1:
+        if m == 1:
             raise ValueError(f"{op}: expected more than 1 value per channel when training, got "
                              f"input shape {tuple(x.shape)}")
         if (running_mean is None) != (running_var is None):
             raise ValueError(f"{op}: pass both running_mean and running_var, or neither")
         momentum = A.finite_float(momentum, "momentum", op)
+        # Both buffers are checked before either changes: no half-applied update.
+        for nm, v in (("running_mean", running_mean), ("running_var", running_var)):
+            if v is not None and not A.is_writable(v):
+                raise ValueError(f"{op}: {nm} must be writable (it is updated in place when "
+                                 "training)")
+        if m == 0:
+            # An empty batch, as torch: an empty output and unchanged running statistics.
+            y = xp.empty(x.shape, dtype)
+            mean, invstd = xp.zeros(C, dtype), xp.full(C, 1 / np.sqrt(eps), dtype)
+            return (y, mean, invstd) if return_stats else y
         y, mean, var = op_impl(name, mod, "batch_norm_train")(xv, w, b, eps)
         if running_mean is not None:
             running_mean *= 1 - momentum
@@ -275,8 +299,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if running_mean is None or running_var is None:
             raise ValueError(f"{op}: running_mean and running_var are required when "
                              "training=False")
-        y = op_impl(name, mod, "batch_norm_eval")(xv, _contig(running_mean, lib),
-                                                   _contig(running_var, lib), w, b, eps)
+        y = (xp.empty(xv.shape, dtype) if xv.size == 0 else
+             op_impl(name, mod, "batch_norm_eval")(xv, _contig(running_mean, lib),
+                                                   _contig(running_var, lib), w, b, eps))
         mean, invstd = running_mean.copy(), 1 / xp.sqrt(running_var + dtype.type(eps))
     y = y.reshape(x.shape)
     return (y, mean, invstd.astype(dtype, copy=False)) if return_stats else y
@@ -290,7 +315,8 @@ def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, bac
     """
     op = "batch_norm_backward"
     lib, dtype, name, mod = _resolve(op, backend, {
-        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd})
+        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd},
+        optional=("weight", "mean", "invstd"))
     xv = _contig(_bn_view(op, x), lib)
     if tuple(grad_out.shape) != tuple(x.shape):
         raise ValueError(f"{op}: grad_out shape {tuple(grad_out.shape)} must equal input "
@@ -301,6 +327,9 @@ def batch_norm_backward(grad_out, x, weight, mean, invstd, training=True, *, bac
     if mean is None or invstd is None:
         raise ValueError(f"{op}: mean and invstd are required")
     w = weight if weight is not None else _xp(lib).ones(C, dtype)
+    if xv.size == 0:
+        xp = _xp(lib)
+        return xp.zeros(x.shape, dtype), xp.zeros(C, dtype), xp.zeros(C, dtype)
     gyv = _contig(grad_out.reshape(xv.shape), lib)
     gx, gw, gb = op_impl(name, mod, op)(gyv, xv, _contig(w, lib), _contig(mean, lib),
                                         _contig(invstd, lib), bool(training))
@@ -335,6 +364,11 @@ def _linear_check(op, x, weight):
                          f"{weight.shape[1]}, got input shape {tuple(x.shape)}")
 
 
+def _rows(a):
+    """(rows, last) 2-D view over the last axis; explicit sizes, since either may be 0."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
 def linear(x, weight, bias=None, *, backend=None):
     """``x @ weight.T + bias`` over the last axis, as ``torch.nn.functional.linear``."""
     op = "linear"
@@ -343,8 +377,15 @@ def linear(x, weight, bias=None, *, backend=None):
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got "
                          f"{tuple(bias.shape)}")
-    x2 = _contig(x.reshape(-1, x.shape[-1]), lib)
-    y = op_impl(name, mod, op)(x2, _contig(weight, lib), _contig(bias, lib))
+    x2 = _contig(_rows(x), lib)
+    if x2.size == 0 or weight.size == 0:
+        # An empty product (no rows, no inputs or no outputs), as torch: the bias alone.
+        xp = _xp(lib)
+        y = xp.zeros((x2.shape[0], weight.shape[0]), dtype)
+        if bias is not None:
+            y += bias
+    else:
+        y = op_impl(name, mod, op)(x2, _contig(weight, lib), _contig(bias, lib))
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -357,8 +398,16 @@ def linear_backward(grad_out, x, weight, *, backend=None):
     if tuple(grad_out.shape) != (*x.shape[:-1], weight.shape[0]):
         raise ValueError(f"{op}: grad_out has shape {tuple(grad_out.shape)}, expected "
                          f"{(*x.shape[:-1], weight.shape[0])}")
-    gy2 = _contig(grad_out.reshape(-1, weight.shape[0]), lib)
-    x2 = _contig(x.reshape(-1, x.shape[-1]), lib)
+    gy2 = _contig(_rows(grad_out), lib)
+    x2 = _contig(_rows(x), lib)
+    if x2.size == 0 or weight.size == 0:
+        xp = _xp(lib)
+        gx = xp.zeros(x2.shape, dtype)
+        gw = xp.zeros(weight.shape, dtype)
+        gb = xp.zeros(weight.shape[0], dtype)
+        if x2.shape[0] and weight.shape[0]:  # no inputs: only the bias has a gradient
+            gb = gy2.sum(axis=0, dtype=dtype)
+        return gx.reshape(x.shape), gw, gb
     gx, gw, gb = op_impl(name, mod, op)(gy2, x2, _contig(weight, lib))
     return gx.reshape(x.shape), gw, gb
 

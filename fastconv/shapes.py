@@ -38,15 +38,27 @@ def out_size(W: int, K: int, P: int = 0, S: int = 1, dilation: int = 1,
     S = _check_int(S, "S", 1)
     dilation = _check_int(dilation, "dilation", 1)
     span = W + 2 * P - dilation * (K - 1) - 1
-    if span < 0:
+    if span < 0 and not ceil_mode:
         raise ValueError(
             f"kernel (K={K}, dilation={dilation}) is larger than the padded input "
             f"(W={W}, P={P})")
-    n = (span + (S - 1 if ceil_mode else 0)) // S + 1
-    if ceil_mode and (n - 1) * S >= W + P:
-        n -= 1
+    n = pool_out_len(W, K, S, P, dilation, bool(ceil_mode))
     if n < 1:
-        raise ValueError(f"output would be empty (W={W}, K={K}, P={P}, S={S})")
+        raise ValueError(f"output would be empty (W={W}, K={K}, P={P}, S={S}, "
+                         f"dilation={dilation}, ceil_mode={bool(ceil_mode)})")
+    return n
+
+
+def pool_out_len(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's output length rule for validated integers (may return < 1: empty).
+
+    ``ceil_mode`` rounds the window count up (a window may hang over the bottom/right
+    edge, even when the padded input is shorter than the window) but drops a last window
+    that would start inside the right padding.
+    """
+    n = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (n - 1) * s >= size + p:
+        n -= 1
     return n
 
 

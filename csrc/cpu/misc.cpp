@@ -73,15 +73,25 @@ void linear_bwd(int64_t M, int64_t K, int64_t N, const T* gy, const T* x, const 
 }
 
 namespace {
-// log(sum(exp(z))) of one row, stable (shifted by the row's maximum), in double.
+// A row's log-sum-exp kept as (shift, log(sum(exp(z - shift)))) in double. Log-softmax
+// entries are then (z - shift) - lse_shifted: adding the shift back first would lose
+// log 2 next to logits of 1e30 (1e30 + 0.69 == 1e30 in double).
+struct RowLse {
+  double shift, rest;
+};
 template <class T>
-double log_sum_exp(const T* z, int64_t K) {
+RowLse row_lse(const T* z, int64_t K) {
   double mx = -std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < K; ++j) mx = std::max(mx, static_cast<double>(z[j]));
-  if (std::isinf(mx)) return mx;  // all -inf (-> -inf) or some +inf (-> +inf)
+  if (std::isinf(mx)) return {mx, 0.0};  // all -inf (-> -inf) or some +inf (-> +inf)
   double s = 0;
   for (int64_t j = 0; j < K; ++j) s += std::exp(static_cast<double>(z[j]) - mx);
-  return mx + std::log(s);
+  return {mx, std::log(s)};
+}
+// log_softmax(z)[j] from the row's RowLse.
+template <class T>
+double log_softmax_at(const T* z, int64_t j, const RowLse& l) {
+  return (static_cast<double>(z[j]) - l.shift) - l.rest;
 }
 }  // namespace
 
@@ -93,7 +103,7 @@ double cross_entropy_fwd(int64_t N, int64_t K, const T* z, const int64_t* t) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t i = 0; i < N; ++i) {
     const T* zr = z + i * K;
-    loss[i] = log_sum_exp(zr, K) - static_cast<double>(zr[t[i]]);
+    loss[i] = -log_softmax_at(zr, t[i], row_lse(zr, K));
   }
   double s = 0;  // summed in row order: the result does not depend on the thread count
   for (int64_t i = 0; i < N; ++i) s += loss[i];
@@ -108,10 +118,10 @@ void cross_entropy_bwd(int64_t N, int64_t K, const T* z, const int64_t* t, T* g)
   for (int64_t i = 0; i < N; ++i) {
     const T* zr = z + i * K;
     T* gr = g + i * K;
-    const double lse = log_sum_exp(zr, K);
+    const RowLse l = row_lse(zr, K);
     for (int64_t j = 0; j < K; ++j)
-      gr[j] = static_cast<T>(std::exp(static_cast<double>(zr[j]) - lse) * inv_n);
-    gr[t[i]] = static_cast<T>((std::exp(static_cast<double>(zr[t[i]]) - lse) - 1.0) * inv_n);
+      gr[j] = static_cast<T>(std::exp(log_softmax_at(zr, j, l)) * inv_n);
+    gr[t[i]] = static_cast<T>((std::exp(log_softmax_at(zr, t[i], l)) - 1.0) * inv_n);
   }
 }
 

@@ -192,9 +192,53 @@ void max_plane(const PoolShape& s, const T* x, T* y, int64_t* idx, MaxRows<T>& r
   }
 }
 
+// One plane window by window, visiting only the taps inside the input (tap_range), in
+// PyTorch's row-major order. For windows far wider than the input (a kernel of 10^9
+// columns over a 1-pixel row) the row buffers of max_plane would be padding-sized and
+// its tap loop as long as the kernel; here the cost is the input taps actually read.
+template <class T, bool IDX>
+void max_plane_sparse(const PoolShape& s, const T* x, T* y, int64_t* idx) {
+  for (int64_t p = 0; p < s.P; ++p) {
+    int64_t h0, h1;
+    tap_range(p * s.sh - s.ph, s.kh, s.dh, s.H, h0, h1);
+    for (int64_t q = 0; q < s.Q; ++q) {
+      int64_t w0, w1;
+      tap_range(q * s.sw - s.pw, s.kw, s.dw, s.W, w0, w1);
+      T best = -std::numeric_limits<T>::infinity();
+      int64_t bi = -1;
+      for (int64_t i = h0; i < h1; ++i) {
+        const int64_t h = p * s.sh - s.ph + i * s.dh;
+        for (int64_t j = w0; j < w1; ++j) {
+          const int64_t at = h * s.W + q * s.sw - s.pw + j * s.dw;
+          const T v = x[at];
+          if (bi < 0 || v > best || is_nan(v)) {
+            best = v;
+            bi = at;
+          }
+        }
+      }
+      y[p * s.Q + q] = best;
+      if (IDX) idx[p * s.Q + q] = bi;
+    }
+  }
+}
+
+// Whether max_plane's row buffers (padding + every tap's reach) would dwarf the input row.
+inline bool max_needs_sparse(const PoolShape& s) {
+  const int64_t kwe = std::min(s.kw, (s.W - 1 + s.pw) / s.dw + 1);
+  return s.pw + (kwe - 1) * s.dw > 4 * s.W + 256;
+}
+
 template <class T, bool IDX>
 void max_fwd_impl(const PoolShape& s, const T* x, T* y, int64_t* idx) {
   const int64_t planes = s.N * s.C, HW = s.H * s.W, PQ = s.P * s.Q;
+  if (max_needs_sparse(s)) {
+    const int nt = threads_for(planes, PQ * 16 + HW);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t nc = 0; nc < planes; ++nc)
+      max_plane_sparse<T, IDX>(s, x + nc * HW, y + nc * PQ, IDX ? idx + nc * PQ : nullptr);
+    return;
+  }
   const int nt = threads_for(planes, PQ * s.kh * s.kw + HW);
   const int64_t ch = dyn_chunk(planes, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
