@@ -101,7 +101,7 @@ def implemented_algos(mod, op: str) -> tuple[str, ...]:
 
 def serving_algos(name: str, mod, op: str, spec) -> list[str]:
     """Algorithms that the backend implements for ``op`` and that can serve ``spec``."""
-    return [a for a in implemented_algos(mod, op) if obstacle(a, spec) is None]
+    return [a for a in implemented_algos(mod, op) if backend_obstacle(mod, a, op, spec) is None]
 
 
 def obstacle(algo: str, spec) -> str | None:
@@ -111,6 +111,15 @@ def obstacle(algo: str, spec) -> str | None:
     return None
 
 
+def backend_obstacle(mod, algo: str, op: str, spec) -> str | None:
+    """:func:`obstacle`, then the backend's own limits (its ``algo_obstacle``, if any)."""
+    why = obstacle(algo, spec)
+    own = getattr(mod, "algo_obstacle", None)
+    if why is None and own is not None:
+        why = own(algo, op, spec)
+    return why
+
+
 def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) -> str:
     """The algorithm that runs ``op``. ``runner(algo)`` runs the op (for autotuning)."""
     if algo != "auto" and algo not in CONV_ALGOS:
@@ -118,7 +127,7 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
     implemented = implemented_algos(mod, op)
     if algo != "auto":
         if algo in implemented:
-            why = obstacle(algo, spec)
+            why = backend_obstacle(mod, algo, op, spec)
             if why is not None:
                 raise ValueError(f"algo={algo!r} cannot serve this convolution: {why}")
             return algo

@@ -189,15 +189,21 @@ def test_relu():
 
 
 def test_direct_shared_memory_limit(monkeypatch):
-    """A window too large for shared memory: forward falls back to the implicit GEMM,
-    backward-data stages fewer filters per chunk. Same results either way."""
+    """A window too large for shared memory: the direct forward is an obstacle the
+    dispatcher reports (auto runs the implicit GEMM), backward-data stages fewer filters
+    per chunk. Same results either way."""
+    from fastconv import _dispatch
     from fastconv.backends.numba_cuda import conv_direct
 
     monkeypatch.setattr(conv_direct, "SHMEM_LIMIT", 80)
     x, w, b = rnd((1, 2, 4, 5), 1), rnd((5, 2, 3, 3), 2), rnd((5,), 3)
     spec = conv_spec(x.shape, w.shape, padding=1)
     assert conv_direct.forward_tile_bytes(spec) > 80
-    close(fc.conv2d(x, w, b, padding=1, algo="direct", backend=B),
+    with pytest.raises(ValueError, match="exceeds one block's shared memory"):
+        fc.conv2d(x, w, b, padding=1, algo="direct", backend=B)
+    name, mod = _dispatch.get_backend(B, "numpy", x.dtype, "conv2d")
+    assert "direct" not in _dispatch.serving_algos(name, mod, "conv2d_forward", spec)
+    close(fc.conv2d(x, w, b, padding=1, backend=B),
           ref.conv2d_forward(x, w, b, spec), 18, "forward")
     gy = rnd(spec.y_shape, 4)
     gx, _, _ = fc.conv2d_backward(gy, x, w, padding=1, algo="direct", backend=B,

@@ -62,16 +62,25 @@ def availability():
 _KERNELS = {"direct": conv_direct, "implicit_gemm": conv_implicit_gemm}
 
 
+def algo_obstacle(algo: str, op: str, spec) -> str | None:
+    """Why this backend's ``algo`` cannot serve ``op`` on ``spec`` (None: it can); the
+    dispatcher reports it for a named algorithm and leaves the algorithm out of auto."""
+    if algo == "direct" and op == "conv2d_forward" and \
+            conv_direct.forward_tile_bytes(spec) > conv_direct.SHMEM_LIMIT:
+        # A huge dilated/strided window does not fit one block's shared memory (the
+        # implicit GEMM streams the same sum through fixed-size tiles instead).
+        return (f"the direct kernel's input tile ({conv_direct.forward_tile_bytes(spec)} "
+                f"bytes) exceeds one block's shared memory ({conv_direct.SHMEM_LIMIT} bytes); "
+                "use implicit_gemm")
+    return None
+
+
 def conv2d_forward(x, w, b, spec, algo):
     """Convolution forward with the named algorithm (validated float32 arrays)."""
     if b is None:
         b = zeros((spec.K,), x)
     if algo == "winograd_f23":
         return conv_winograd.forward(x, w, b, spec)
-    if algo == "direct" and conv_direct.forward_tile_bytes(spec) > conv_direct.SHMEM_LIMIT:
-        # A huge dilated/strided window does not fit one block's shared memory; the
-        # implicit GEMM streams the same sum through fixed-size tiles instead.
-        return conv_implicit_gemm.forward(x, w, b, spec)
     if algo in _KERNELS:
         return _KERNELS[algo].forward(x, w, b, spec)
     raise ValueError(f"numba_cuda backend: unknown conv2d_forward algo {algo!r}")
