@@ -457,6 +457,23 @@ class Module:
             return args[0].trace(self)
         return self.forward(*args, **kwargs)
 
+    def has_trainable(self) -> bool:
+        """True if any parameter of this module (or a descendant) has ``requires_grad``."""
+        return any(p.requires_grad for p in self.parameters())
+
+    def _backward_params_only(self, grad_out) -> None:
+        """Backward when nobody needs this module's input gradient (it is the first
+        trainable layer of the network): parameter gradients only. Layers that can skip
+        their input gradient (Conv2d, Linear, chains, residual blocks) override this; the
+        default runs ``backward`` and drops the result."""
+        self.backward(grad_out)
+
+    def _release(self) -> None:
+        """Drops what this module and its descendants saved for a backward that will not
+        come (a frozen part of the network below every trainable layer)."""
+        for m in self.modules():
+            m._clear_saved()
+
     # Saved-for-backward attributes of a layer, released by backward and by to().
     _saved_names: tuple = ()
 
