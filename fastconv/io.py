@@ -13,7 +13,14 @@ writes a temporary file and renames it, so an interrupted save never clobbers th
 previous checkpoint.
 
 Plain weight files (for example torchvision weights converted to safetensors, keys
-``conv1.weight``, ...) load with :func:`load_weights` / :func:`load_checkpoint`.
+``conv1.weight``, ...) load with :func:`load_weights` / :func:`load_checkpoint`, and so do
+``.pth`` / ``.pt`` files written by ``torch.save``: :func:`load_torch` reads them without
+torch and without running pickled code.
+
+Hostile files: a ``.npz`` member must be a plain ``.npy`` array (raw pickles and object
+arrays are refused), every declared shape must match the member's real size, and a
+model's keys and shapes are checked from the headers before any array is read or
+inflated, so a lying header or a deflate bomb costs no memory.
 """
 from __future__ import annotations
 

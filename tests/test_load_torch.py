@@ -7,7 +7,6 @@ reproduce the twins' logits. The crafted-file tests need no torch at all.
 """
 from __future__ import annotations
 
-import io as _io
 import json
 import os
 import pickle
