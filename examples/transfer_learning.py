@@ -16,7 +16,14 @@ A backbone trained and saved by fastconv itself stands in for downloaded ImageNe
 The same recipe on the command line:
 ``fastconv train --model resnet18 --weights PATH --freeze-backbone --data ...``.
 
-    python examples/transfer_learning.py            # about a minute
+Measured (full run, 6 epochs per phase): pretraining 98.9% on digits 0-4; on digits 5-9
+the new head reaches 72.1% on the frozen pretrained backbone and 95.5% after fine-tuning
+the classifier, against 76.5% / 96.6% for the same recipe on a random backbone. On a
+task this small LeNet's random convolutional features are as good as learned ones, so
+this script shows the mechanics, not a transfer gain; ImageNet backbones on photographs
+are where the gain is.
+
+    python examples/transfer_learning.py            # a few minutes on 2 busy cores
     python examples/transfer_learning.py --quick    # the reduced run the tests use
 """
 from __future__ import annotations
