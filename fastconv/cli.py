@@ -1,4 +1,4 @@
-"""The ``fastconv`` command: ``info``, ``bench``, ``train``, ``summary``."""
+"""The ``fastconv`` command: ``info``, ``bench``, ``train``, ``summary``, ``viz``."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,75 @@ def _print_compile_times() -> None:
 _INFO_EXTRAS: list = []
 
 
+def _size(text):
+    try:
+        h, w = (int(t) for t in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size must be H,W, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"--input-size must be positive, got {text!r}")
+    return h, w
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return v
+
+
+def cmd_viz(args) -> int:
+    """``fastconv viz filters|features SOURCE --layer NAME -o PNG``."""
+    from fastconv import viz
+
+    if args.what == "filters":
+        w = viz.layer_weight(args.source, args.layer, args.model)
+        size = viz.plot_filters(w, args.output, title=f"{args.source}: {args.layer}",
+                                max_filters=args.max, channel=args.channel, tile=args.tile)
+    else:
+        if args.image is None:
+            raise ValueError("viz features needs --image IMG")
+        model = viz.load_model(args.source, args.model)
+        first = next(p for p in model.parameters() if p.data.ndim == 4)
+        size = args.input_size
+        if size is None and type(model).__name__ == "LeNet5":
+            size = (32, 32)
+        x = viz.load_image(args.image, first.data.shape[1], size)
+        maps = viz.feature_maps(model, args.layer, x)
+        if maps.ndim != 4:
+            raise ValueError(f"--layer {args.layer!r} gives an output of shape "
+                             f"{tuple(maps.shape)}, not feature maps (N, C, H, W)")
+        size = viz.plot_features(maps[0], args.output, title=f"{args.layer}",
+                                 max_maps=args.max, tile=args.tile)
+    print(f"wrote {args.output} ({size[0]}x{size[1]} pixels)")
+    return 0
+
+
+def _register_viz(sub) -> None:
+    p = sub.add_parser("viz", help="pictures: a layer's filters, or the feature maps of an "
+                       "image (matplotlib)")
+    p.add_argument("what", choices=("filters", "features"))
+    p.add_argument("source", metavar="CHECKPOINT|MODEL",
+                   help="a weight/checkpoint file (.safetensors, .npz, .pth, .pt) or a model "
+                   "name (random weights)")
+    p.add_argument("--layer", required=True, help="dotted module name, e.g. conv1, "
+                   "features.0, layer1.0.conv2")
+    p.add_argument("-o", "--output", required=True, metavar="PNG")
+    p.add_argument("--image", default=None, help="input image for 'features' (PNG, JPEG, .npy)")
+    p.add_argument("--model", default=None, help="architecture of a weight file without "
+                   "fastconv metadata")
+    p.add_argument("--input-size", type=_size, default=None, metavar="H,W",
+                   help="resize the image to this size (default: as it is; 32,32 for lenet5)")
+    p.add_argument("--max", type=_positive, default=64, help="at most this many tiles")
+    p.add_argument("--channel", type=int, default=0,
+                   help="input channel drawn for filters of non-RGB layers")
+    p.add_argument("--tile", type=_positive, default=64, help="pixels per tile")
+    p.set_defaults(func=cmd_viz)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     for register in _SUBCOMMANDS:
         register(sub)
+    _register_viz(sub)
     return p
 
 

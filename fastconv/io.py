@@ -13,10 +13,18 @@ writes a temporary file and renames it, so an interrupted save never clobbers th
 previous checkpoint.
 
 Plain weight files (for example torchvision weights converted to safetensors, keys
-``conv1.weight``, ...) load with :func:`load_weights` / :func:`load_checkpoint`.
+``conv1.weight``, ...) load with :func:`load_weights` / :func:`load_checkpoint`, and so do
+``.pth`` / ``.pt`` files written by ``torch.save``: :func:`load_torch` reads them without
+torch and without running pickled code.
+
+Hostile files: a ``.npz`` member must be a plain ``.npy`` array (raw pickles and object
+arrays are refused), every declared shape must match the member's real size, and a
+model's keys and shapes are checked from the headers before any array is read or
+inflated, so a lying header or a deflate bomb costs no memory.
 """
 from __future__ import annotations
 
+import io as _io
 import json
 import os
 import tempfile
@@ -27,18 +35,26 @@ import numpy as np
 from .nn.module import Module, _commit_staged
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights",
-           "read_arrays"]
+           "read_arrays", "load_torch"]
 
 _FORMAT = "fastconv-checkpoint-1"
 _META_KEY = "__meta__"
 
 
-def _kind(path) -> str:
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _kind(path, reading=False) -> str:
     p = os.fspath(path)
     if p.endswith(".safetensors"):
         return "safetensors"
     if p.endswith(".npz"):
         return "npz"
+    if reading and p.endswith(_TORCH_SUFFIXES):
+        return "torch"
+    if reading:
+        raise ValueError(f"weight file path must end in .safetensors, .npz, .pth or .pt, "
+                         f"got {p!r}")
     raise ValueError(f"checkpoint path must end in .safetensors or .npz, got {p!r}")
 
 
@@ -71,43 +87,184 @@ def _write(path, arrays: dict, meta: dict) -> None:
         raise
 
 
-def read_arrays(path) -> tuple[dict, dict]:
-    """Reads every array of a ``.safetensors`` / ``.npz`` file eagerly -> ``(arrays,
-    metadata)``; ``ValueError`` naming the file if it is truncated, corrupt or holds
-    anything but plain numeric arrays."""
-    kind = _kind(path)
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
-    try:
+def _npz_specs(zf: zipfile.ZipFile, path):
+    """``{key: (shape, dtype, member, header length, fortran)}`` of an ``.npz`` archive, from
+    the ``.npy`` headers alone; every declared size is checked against the member's real
+    size, so nothing later allocates more than the file holds."""
+    specs = {}
+    for info in zf.infolist():
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise ValueError(f"checkpoint {path!r}: member {name!r} is not a .npy array "
+                             "(raw pickles and other members are refused)")
+        with zf.open(info) as f:
+            head = f.read(min(info.file_size, 1 << 16))
+        bio = _io.BytesIO(head)
+        try:
+            version = np.lib.format.read_magic(bio)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, EOFError, SyntaxError, TypeError) as e:
+            raise ValueError(f"checkpoint {path!r}: member {name!r} is not a valid .npy "
+                             f"array ({e})") from None
+        if dtype.hasobject or dtype.kind not in "fiub":
+            raise ValueError(f"checkpoint {path!r}: array {name[:-4]!r} has unsupported dtype "
+                             f"{dtype} (object arrays need pickle, which is refused)")
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count * dtype.itemsize != info.file_size - bio.tell():
+            raise ValueError(f"checkpoint {path!r}: array {name[:-4]!r} declares shape "
+                             f"{shape} ({count * dtype.itemsize} bytes) but its member holds "
+                             f"{info.file_size - bio.tell()} (truncated or corrupt)")
+        specs[name[:-4]] = (tuple(int(d) for d in shape), dtype, info, bio.tell(), fortran)
+    return specs
+
+
+def _npz_read(zf, path, key, spec) -> np.ndarray:
+    shape, dtype, info, hlen, fortran = spec
+    nbytes = info.file_size - hlen
+    with zf.open(info) as f:
+        f.read(hlen)
+        # Bounded read: a member whose stream inflates past its declared size is cut off
+        # and refused instead of filling memory.
+        data = f.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise ValueError(f"checkpoint {path!r}: array {key!r} holds {len(data)} bytes, its "
+                         f"header says {nbytes}")
+    a = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return np.ascontiguousarray(a) if fortran else a.copy()
+
+
+class _Reader:
+    """An opened weight file: ``specs`` ({key: (shape, dtype)}) and ``meta`` come from its
+    headers; :meth:`read` then reads the arrays (after the caller checked the specs)."""
+
+    def __init__(self, path, kind):
+        self.path, self.kind = path, kind
+        self.meta_text = None
+        self._npz = None
         if kind == "safetensors":
             from safetensors import safe_open
 
             with safe_open(path, framework="np") as f:
-                meta_text = (f.metadata() or {}).get("fastconv")
-                arrays = {k: f.get_tensor(k) for k in f.keys()}
+                self.meta_text = (f.metadata() or {}).get("fastconv")
+                self.specs = {}
+                for k in f.keys():
+                    sl = f.get_slice(k)
+                    self.specs[k] = (tuple(sl.get_shape()), sl.get_dtype())
         else:
-            # Our own handle: np.load(path) leaks its file when the zip is unreadable.
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            raw = arrays.pop(_META_KEY, None)
-            meta_text = None if raw is None else raw.tobytes().decode()
-        meta = json.loads(meta_text) if meta_text else {}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
-            KeyError) as e:
-        raise ValueError(f"cannot read checkpoint {path!r} (truncated or corrupt?): "
-                         f"{type(e).__name__}: {e}") from None
-    except Exception as e:  # safetensors' own error type (SafetensorError)
-        if type(e).__name__ != "SafetensorError":
+            self._zf = zipfile.ZipFile(path)
+            try:
+                self._npz = _npz_specs(self._zf, path)
+                meta = self._npz.pop(_META_KEY, None)
+                if meta is not None:
+                    raw = _npz_read(self._zf, path, _META_KEY, meta)
+                    if raw.dtype != np.uint8 or raw.ndim != 1:
+                        raise ValueError(f"checkpoint {path!r}: malformed metadata")
+                    self.meta_text = raw.tobytes().decode()
+            except BaseException:
+                self._zf.close()
+                raise
+            self.specs = {k: (v[0], v[1]) for k, v in self._npz.items()}
+
+    def read(self) -> dict:
+        if self.kind == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(self.path, framework="np") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        return {k: _npz_read(self._zf, self.path, k, spec) for k, spec in self._npz.items()}
+
+    def close(self):
+        if self._npz is not None:
+            self._zf.close()
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+                KeyError, NotImplementedError, RuntimeError, json.JSONDecodeError)
+
+
+def _corrupt(path, e):
+    if isinstance(e, FileNotFoundError):
+        return e
+    if isinstance(e, ValueError) and str(e).startswith(("checkpoint ", "torch file",
+                                                        "cannot read")):
+        return ValueError(str(e))
+    if not isinstance(e, _READ_ERRORS) and type(e).__name__ != "SafetensorError":
+        return None
+    return ValueError(f"cannot read checkpoint {path!r} (truncated or corrupt?): "
+                      f"{type(e).__name__}: {e}")
+
+
+def _read_checked(path, check=None) -> tuple[dict, dict]:
+    """Reads a weight file: headers first, ``check(specs, meta)`` (which may raise), then the
+    arrays. ``.pth``/``.pt`` files go through :func:`load_torch`."""
+    kind = _kind(path, reading=True)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
+    if kind == "torch":
+        try:
+            return load_torch(path, check=None if check is None else
+                              (lambda specs: check(specs, {}))), {}
+        except _CheckFailed as e:
+            raise e.error from None
+    reader = None
+    try:
+        reader = _Reader(path, kind)
+        meta = json.loads(reader.meta_text) if reader.meta_text else {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"checkpoint {path!r}: malformed metadata")
+        for k, (_, dt) in reader.specs.items():
+            if isinstance(dt, np.dtype) and dt.kind not in "fiub":
+                raise ValueError(f"checkpoint {path!r}: array {k!r} has unsupported dtype "
+                                 f"{dt}")
+        if check is not None:
+            check(reader.specs, meta)
+        arrays = reader.read()
+    except _CheckFailed as e:
+        raise e.error from None
+    except Exception as e:
+        err = _corrupt(path, e)
+        if err is None:
             raise
-        raise ValueError(f"cannot read checkpoint {path!r} (truncated or corrupt?): {e}") \
-            from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"checkpoint {path!r}: malformed metadata")
+        raise err from None
+    finally:
+        if reader is not None:
+            reader.close()
     for k, a in arrays.items():
         if a.dtype.kind not in "fiub":
             raise ValueError(f"checkpoint {path!r}: array {k!r} has unsupported dtype {a.dtype}")
     return arrays, meta
+
+
+class _CheckFailed(Exception):
+    """Carries a check's own error past the corrupt-file translation."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def read_arrays(path) -> tuple[dict, dict]:
+    """Reads every array of a ``.safetensors`` / ``.npz`` (or ``.pth``/``.pt``) file eagerly
+    -> ``(arrays, metadata)``; ``ValueError`` naming the file if it is truncated, corrupt or
+    holds anything but plain numeric arrays."""
+    return _read_checked(path)
+
+
+def load_torch(path, *, check=None) -> dict:
+    """Reads a state dict written by ``torch.save`` (``.pth`` / ``.pt``) -> ``{key: numpy
+    array}``, without importing torch and without running pickled code; see
+    :func:`fastconv._torchfile.load_torch`."""
+    from ._torchfile import load_torch as _load
+
+    return _load(path, check=check)
 
 
 def save_weights(path, model_or_state) -> None:
@@ -117,8 +274,13 @@ def save_weights(path, model_or_state) -> None:
 
 
 def load_weights(path) -> dict:
-    """Reads a weight file as a ``{key: numpy array}`` dict (for ``load_state_dict``)."""
+    """Reads a weight file (``.safetensors``, ``.npz``, or ``.pth``/``.pt`` written by
+    ``torch.save``) as a ``{key: numpy array}`` dict (for ``load_state_dict``)."""
     arrays, meta = read_arrays(path)
+    return _model_part(arrays, meta)
+
+
+def _model_part(arrays, meta):
     if meta.get("format") == _FORMAT:
         return {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     return arrays
@@ -162,18 +324,38 @@ def save_checkpoint(path, model: Module, optimizer=None, scheduler=None, **metad
     _write(path, arrays, meta)
 
 
-def load_checkpoint(path, model: Module, optimizer=None, scheduler=None, strict=True) -> dict:
-    """Loads a checkpoint written by :func:`save_checkpoint` (or a plain weight file) into
-    ``model`` and, when given, ``optimizer`` / ``scheduler``. Returns the saved metadata.
+def _model_checker(model, strict, where, keep=None):
+    """A ``check`` for :func:`_read_checked`: the file's keys and shapes must fit ``model``
+    (``keep(key) -> False`` drops a key from the comparison, e.g. a skipped head)."""
 
-    Everything is read and checked first; on any error nothing is modified.
+    def check(specs, meta):
+        if meta.get("format") == _FORMAT:
+            specs = {k[len("model."):]: v for k, v in specs.items() if k.startswith("model.")}
+        shapes = {k: tuple(v[0]) for k, v in specs.items() if keep is None or keep(k)}
+        try:
+            model._check_shapes(shapes, strict)
+        except (KeyError, ValueError) as e:
+            raise _CheckFailed(type(e)(f"{where}: {e.args[0]}")) from None
+        if "optimizer" in meta and not isinstance(meta["optimizer"], dict):
+            raise _CheckFailed(ValueError(f"{where}: malformed optimizer metadata (a "
+                                          f"{type(meta['optimizer']).__name__}, not a dict)"))
+        if "scheduler" in meta and not isinstance(meta["scheduler"], dict):
+            raise _CheckFailed(ValueError(f"{where}: malformed scheduler metadata"))
+
+    return check
+
+
+def load_checkpoint(path, model: Module, optimizer=None, scheduler=None, strict=True) -> dict:
+    """Loads a checkpoint written by :func:`save_checkpoint` (or a plain weight file, also a
+    ``.pth``/``.pt`` state dict written by ``torch.save``) into ``model`` and, when given,
+    ``optimizer`` / ``scheduler``. Returns the saved metadata.
+
+    Everything is read and checked first; on any error nothing is modified. Keys and shapes
+    are compared with the model from the file's headers, before the arrays are read.
     """
-    arrays, meta = read_arrays(path)
     where = f"checkpoint {os.fspath(path)!r}"
-    if meta.get("format") == _FORMAT:
-        model_sd = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
-    else:
-        model_sd = arrays
+    arrays, meta = _read_checked(path, _model_checker(model, strict, where))
+    model_sd = _model_part(arrays, meta)
     try:
         staged_model = model._stage_state_dict(model_sd, strict)[0]
     except (KeyError, ValueError) as e:
@@ -183,24 +365,28 @@ def load_checkpoint(path, model: Module, optimizer=None, scheduler=None, strict=
         om = meta.get("optimizer")
         if om is None:
             raise ValueError(f"{where} holds no optimizer state")
+        if not isinstance(om, dict) or not isinstance(om.get("scalars", {}), dict):
+            raise ValueError(f"{where}: malformed optimizer metadata")
         if om.get("type") != type(optimizer).__name__:
             raise ValueError(f"{where} holds {om.get('type')} state, not "
                              f"{type(optimizer).__name__}")
         state: dict = {}
-        for k, v in arrays.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        for i, s in om.get("scalars", {}).items():
-            state.setdefault(int(i), {}).update(s)
         try:
+            for k, v in arrays.items():
+                if k.startswith("optim."):
+                    _, i, name = k.split(".", 2)
+                    state.setdefault(int(i), {})[name] = v
+            for i, s in om.get("scalars", {}).items():
+                if not isinstance(s, dict):
+                    raise ValueError(f"scalar state of parameter {i} is not a dict")
+                state.setdefault(int(i), {}).update(s)
             staged_opt = optimizer._stage({"state": state,
                                            "param_groups": om["param_groups"]})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: optimizer state does not fit: {e}") from None
     if scheduler is not None:
         sm = meta.get("scheduler")
-        if sm is None or sm.get("type") != type(scheduler).__name__:
+        if not isinstance(sm, dict) or sm.get("type") != type(scheduler).__name__:
             raise ValueError(f"{where} holds no {type(scheduler).__name__} state")
         staged_sched = sm.get("state")
         if not (isinstance(staged_sched, dict) and isinstance(staged_sched.get("last_epoch"), int)

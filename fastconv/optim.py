@@ -77,6 +77,23 @@ class Optimizer:
     def _check(self, group):
         pass
 
+    # Names of the per-parameter state entries, and which of them are arrays.
+    _state_names: tuple = ()
+    _array_state: tuple = ()
+    _complete_state = False  # True: a parameter's state has all of _state_names or none
+
+    def _check_state(self, name, v, i):
+        """A checked state entry (arrays were shape-checked already): array entries must be
+        arrays, scalar ones are checked by the subclass."""
+        who = type(self).__name__
+        if name in self._array_state and not hasattr(v, "shape"):
+            raise ValueError(f"{who}.load_state_dict: state {name!r} of parameter {i} must be "
+                             f"an array, got {type(v).__name__}")
+        if name in self._array_state and tuple(v.shape) == ():
+            raise ValueError(f"{who}.load_state_dict: state {name!r} of parameter {i} must be "
+                             "an array of the parameter's shape, got a scalar")
+        return v
+
     def _params(self):
         for g in self.param_groups:
             for p in g["params"]:
@@ -145,6 +162,13 @@ class Optimizer:
                 raise ValueError(f"{who}.load_state_dict: state for parameter {i}, the "
                                  f"optimizer has {len(params)}")
             p, entry = params[i], {}
+            if not isinstance(s, dict):
+                raise ValueError(f"{who}.load_state_dict: state of parameter {i} must be a "
+                                 f"dict, got {type(s).__name__}")
+            unknown = set(s) - set(self._state_names)
+            if unknown:
+                raise ValueError(f"{who}.load_state_dict: unknown state {sorted(unknown)} for "
+                                 f"parameter {i}")
             for name, v in s.items():
                 if hasattr(v, "shape") and tuple(v.shape) != ():
                     if tuple(v.shape) != p.shape:
@@ -154,7 +178,11 @@ class Optimizer:
                     v = _array_like(v, p.data)
                 elif hasattr(v, "shape"):
                     v = v.item()
-                entry[name] = v
+                entry[name] = self._check_state(name, v, i)
+            if entry and self._complete_state and set(entry) != set(self._state_names):
+                raise ValueError(f"{who}.load_state_dict: state of parameter {i} has "
+                                 f"{sorted(entry)}, expected all of "
+                                 f"{list(self._state_names)}")
             new_state[i] = entry
         return hypers, new_state
 
@@ -167,7 +195,15 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, weight decay (L2,
-    added to the gradient) and Nesterov momentum, as ``torch.optim.SGD``."""
+    added to the gradient) and Nesterov momentum, as ``torch.optim.SGD``.
+
+    ``params`` is an iterable of Parameters or, as in torch, a list of parameter groups
+    (dicts with ``"params"`` and any of the hyper-parameters, e.g. ``"lr"``); the
+    constructor's arguments are the defaults of every group.
+    """
+
+    _state_names = ("momentum_buffer",)
+    _array_state = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
@@ -198,7 +234,24 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction and optional L2 weight decay added to the
-    gradient, as ``torch.optim.Adam``."""
+    gradient, as ``torch.optim.Adam``. ``params`` may be a list of parameter groups, as
+    for :class:`SGD`."""
+
+    _state_names = ("step", "exp_avg", "exp_avg_sq")
+    _array_state = ("exp_avg", "exp_avg_sq")
+    _complete_state = True
+
+    def _check_state(self, name, v, i):
+        v = super()._check_state(name, v, i)
+        if name == "step":
+            # torch stores step as a float tensor; whole non-negative counts only.
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"Adam.load_state_dict: state 'step' of parameter {i} must "
+                                 f"be a non-negative int, got {v!r}")
+            v = int(v)
+        return v
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,

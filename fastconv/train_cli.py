@@ -81,7 +81,9 @@ def fit(model, data, *, epochs, batch_size, optimizer, scheduler=None, device="c
         seed=0, progress=True, log=_log, shift=0):
     """Trains ``model`` on ``data`` (a :class:`fastconv.data.Dataset`); returns per-epoch
     history dicts (train_loss, train_acc, test_loss, test_acc, seconds). ``shift > 0``
-    augments each training image with a random translation of up to that many pixels."""
+    augments each training image with a random translation of up to that many pixels.
+    Frozen parameters get no gradient, and batch norms whose parameters are all frozen
+    stay in evaluation mode (see :mod:`fastconv.finetune`)."""
 
     with _single_threaded_blas():
         return _fit(model, data, epochs, batch_size, optimizer, scheduler, device, seed,
@@ -93,12 +95,20 @@ def _fit(model, data, epochs, batch_size, optimizer, scheduler, device, seed, pr
     from . import nn
     from .data import batches, random_shift
 
+    from .finetune import freeze_bn_stats
+
     crit = nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)
     history = []
     n_batches = -(-len(data.y_train) // batch_size)
+    partly_frozen = any(not p.requires_grad for p in model.parameters())
+    # A chain's backward can skip the input gradient nobody reads (and a frozen backbone).
+    backward = ((lambda g: model.backward(g, need_input_grad=False))
+                if isinstance(model, nn.Chain) else model.backward)
     for epoch in range(1, epochs + 1):
         model.train()
+        if partly_frozen:
+            freeze_bn_stats(model)
         t0 = time.perf_counter()
         seen = correct = 0
         loss_sum = 0.0
@@ -120,7 +130,7 @@ def _fit(model, data, epochs, batch_size, optimizer, scheduler, device, seed, pr
             optimizer.zero_grad()
             logits = model(xd)
             loss = crit(logits, yd)
-            model.backward(crit.backward())
+            backward(crit.backward())
             optimizer.step()
             loss_sum += loss * len(yb)
             seen += len(yb)
@@ -186,16 +196,18 @@ def cmd_train(args) -> int:
                         limit=args.limit)
     nn.init.manual_seed(args.seed)
     model = build_model(args.model, ds, args.stem)
+    params = _transfer_setup(model, args)
     if args.device == "cuda":
         model.to("cuda")
     epochs, batch, lr = DEFAULTS.get(args.model, _FALLBACK)
     epochs = args.epochs if args.epochs is not None else epochs
     batch = args.batch_size if args.batch_size is not None else batch
     lr = args.lr if args.lr is not None else (lr if args.optimizer == "adam" else 0.05)
+    params = params(lr)
     if args.optimizer == "adam":
-        opt = optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+        opt = optim.Adam(params, lr=lr, weight_decay=args.weight_decay)
     else:
-        opt = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
+        opt = optim.SGD(params, lr=lr, momentum=args.momentum,
                         weight_decay=args.weight_decay, nesterov=args.nesterov)
     sched = None
     if args.schedule == "cosine":
@@ -212,11 +224,44 @@ def cmd_train(args) -> int:
                   (2 if args.data == "digits" else 0))
     if history:
         _log(f"final test accuracy: {100 * history[-1]['test_acc']:.2f}%")
+    if args.plot:
+        from .viz import plot_history
+
+        plot_history(history, args.plot, title=f"{args.model} on {ds.name}")
+        _log(f"wrote {args.plot}")
     if args.save:
         io.save_checkpoint(args.save, model, opt, sched, model_name=args.model, data=ds.name,
                            epochs=epochs, test_acc=history[-1]["test_acc"] if history else None)
         _log(f"saved checkpoint to {args.save}")
     return 0
+
+
+def _transfer_setup(model, args):
+    """``--weights`` / ``--freeze-backbone`` / ``--unfreeze`` / ``--lr-backbone``: loads the
+    weights into ``model``, freezes what is asked, and returns ``lr -> optimizer params``
+    (parameter groups when the backbone and the head learn at different rates)."""
+    from . import finetune
+    from .models import load_into
+
+    frozen = args.freeze_backbone or bool(args.unfreeze)
+    if (args.unfreeze or args.freeze_backbone) and not args.weights:
+        raise ValueError("--freeze-backbone/--unfreeze need --weights PATH (a pretrained "
+                         "backbone)")
+    if args.weights:
+        # A frozen backbone gets a new head sized for this data; otherwise every weight
+        # (the head too) must fit, unless --new-head says to start the head afresh.
+        load_into(model, args.weights, skip_head=frozen or args.new_head)
+        _log(f"loaded weights from {args.weights}"
+             + (" (new head)" if frozen or args.new_head else ""))
+    if frozen:
+        trainable = finetune.freeze_backbone(model, [u for u in (args.unfreeze or "").split(",")
+                                                     if u])
+        n = sum(p.size for p in model.parameters() if p.requires_grad)
+        _log(f"training {len(trainable)} parameter arrays ({n:,} values): head "
+             f"{finetune.head_name(model)}" + (f" + {args.unfreeze}" if args.unfreeze else ""))
+    if args.lr_backbone is not None:
+        return lambda lr: finetune.param_groups(model, lr, args.lr_backbone)
+    return lambda lr: [p for p in model.parameters() if p.requires_grad]
 
 
 def register(subparsers) -> None:
@@ -250,4 +295,18 @@ def register(subparsers) -> None:
     p.add_argument("--save", default=None, metavar="PATH",
                    help="write a checkpoint (.safetensors or .npz) at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group("transfer learning")
+    t.add_argument("--weights", default=None, metavar="PATH",
+                   help="start from these weights (.pth/.pt from torch.save, .safetensors, "
+                   ".npz)")
+    t.add_argument("--freeze-backbone", action="store_true",
+                   help="train only a new head (needs --weights)")
+    t.add_argument("--unfreeze", default=None, metavar="NAMES",
+                   help="comma-separated modules to train besides the head, e.g. layer4")
+    t.add_argument("--lr-backbone", type=float, default=None, metavar="LR",
+                   help="learning rate of the trainable backbone parameters (head: --lr)")
+    t.add_argument("--new-head", action="store_true",
+                   help="with --weights: start the head afresh (its size may differ)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write loss and accuracy per epoch to this PNG (matplotlib)")
     p.set_defaults(func=cmd_train)

@@ -180,3 +180,178 @@ def test_bad_paths():
         io.save_checkpoint("model.pt", m)
     with pytest.raises(FileNotFoundError):
         io.load_checkpoint("/nonexistent/x.npz", m)
+
+
+# ----------------------------------------------------------------------------- hostile files
+# Each of these was accepted, crashed or ballooned before the checks in io/module/optim.
+
+def _adam_checkpoint(tmp_path, fmt="npz"):
+    nn.init.manual_seed(0)
+    m = models.lenet5()
+    opt = optim.Adam(m.parameters(), lr=1e-3)
+    crit = nn.CrossEntropyLoss()
+    x = randn((2, 1, 32, 32), np.float32)
+    opt.zero_grad()
+    crit(m(x), np.array([0, 1]))
+    m.backward(crit.backward())
+    opt.step()
+    path = tmp_path / f"adam.{fmt}"
+    io.save_checkpoint(path, m, opt)
+    return m, opt, path
+
+
+def _rewrite_meta(path, edit):
+    """Rewrites the JSON metadata of an .npz checkpoint through ``edit(meta)``."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    edit(meta)
+    np.savez(path, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+@pytest.mark.parametrize("bad", ["abc", -5, None, [1, 2], 1.5, True])
+def test_bad_adam_step_is_refused_before_anything_changes(tmp_path, bad):
+    m, opt, path = _adam_checkpoint(tmp_path)
+
+    def edit(meta):
+        meta["optimizer"]["scalars"]["0"]["step"] = bad
+
+    _rewrite_meta(path, edit)
+    nn.init.manual_seed(9)
+    fresh = models.lenet5()
+    opt3 = optim.Adam(fresh.parameters(), lr=1e-3)
+    snap = _snapshot(fresh)
+    with pytest.raises(ValueError, match="step"):
+        io.load_checkpoint(path, fresh, opt3)
+    _assert_state_equal(fresh, snap)
+    assert opt3.state == {}
+
+
+def test_incomplete_or_unknown_optimizer_state_is_refused(tmp_path):
+    m, opt, path = _adam_checkpoint(tmp_path)
+
+    def drop(meta):
+        del meta["optimizer"]["scalars"]["0"]["step"]
+
+    _rewrite_meta(path, drop)
+    with pytest.raises(ValueError, match="expected all of"):
+        io.load_checkpoint(path, models.lenet5(), optim.Adam(models.lenet5().parameters()))
+    m, opt, path = _adam_checkpoint(tmp_path)
+
+    def extra(meta):
+        meta["optimizer"]["scalars"]["0"]["bogus"] = 1
+
+    _rewrite_meta(path, extra)
+    with pytest.raises(ValueError, match="unknown state"):
+        io.load_checkpoint(path, models.lenet5(), optim.Adam(models.lenet5().parameters()))
+
+
+@pytest.mark.parametrize("bad", [5, "x", [1]])
+def test_malformed_optimizer_metadata_is_a_clear_error(tmp_path, bad):
+    m, opt, path = _adam_checkpoint(tmp_path)
+
+    def edit(meta):
+        meta["optimizer"] = bad
+
+    _rewrite_meta(path, edit)
+    fresh = models.lenet5()
+    snap = _snapshot(fresh)
+    with pytest.raises(ValueError, match="malformed optimizer metadata"):
+        io.load_checkpoint(path, fresh, optim.Adam(fresh.parameters()))
+    with pytest.raises(ValueError, match="malformed optimizer metadata"):
+        io.load_checkpoint(path, fresh)
+    _assert_state_equal(fresh, snap)
+
+
+def test_raw_pickle_member_in_npz_is_a_value_error(tmp_path):
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.npz"
+    good = {k: np.array(v) for k, v in models.lenet5().state_dict().items()}
+    del good["features.0.weight"]
+    np.savez(path, **good)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("features.0.weight.npy", pickle.dumps(("os", f"touch {marker}")))
+        z.writestr("extra.pkl", b"\x80\x02cos\nsystem\n(X\x01\x00\x00\x00xtR.")
+    m = models.lenet5()
+    with pytest.raises(ValueError, match="not a .npy array|not a valid .npy"):
+        io.load_checkpoint(path, m)
+    with pytest.raises(ValueError):
+        io.load_weights(path)
+    assert not marker.exists()
+
+
+def _npy_header(shape, dtype="<f4"):
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_huge_declared_shape_is_refused_without_allocating(tmp_path):
+    import resource
+    import zipfile
+
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("conv1.weight.npy", _npy_header((1 << 40,)) + b"\0" * 64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="declares shape"):
+        io.load_checkpoint(path, models.lenet5())
+    with pytest.raises(ValueError, match="declares shape"):
+        io.read_arrays(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+
+
+def test_deflate_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A small file whose member inflates to 1 GiB: a key the model does not have, or the
+    right key with the wrong shape, is refused from the headers; memory stays flat."""
+    import resource
+    import zipfile
+
+    m = models.lenet5()
+    good = {k: np.array(v) for k, v in m.state_dict().items()}
+    snap = _snapshot(m)
+    n = 1 << 28  # float32 elements: 1 GiB
+    chunk = b"\0" * (1 << 24)
+    for key, match in (("bomb", r"unexpected keys: bomb"),
+                       ("features.0.weight", r"features\.0\.weight: checkpoint shape")):
+        path = tmp_path / "bomb.npz"
+        np.savez_compressed(path, **{k: v for k, v in good.items() if k != key})
+        with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                f.write(_npy_header((n,)))
+                for _ in range((n * 4) // len(chunk)):
+                    f.write(chunk)
+        assert os.path.getsize(path) < 8 << 20
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises((KeyError, ValueError), match=match):
+            io.load_checkpoint(path, m)
+        with pytest.raises((KeyError, ValueError), match=match):
+            models.lenet5(weights=path)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+        _assert_state_equal(m, snap)
+
+
+def test_lossy_conversions_are_refused():
+    m = models.resnet20()
+    sd = {k: np.array(v) for k, v in m.state_dict().items()}
+    snap = _snapshot(m)
+    big = dict(sd)
+    big["conv1.weight"] = np.full(sd["conv1.weight"].shape, 1e300)  # float64 -> inf in f32
+    with pytest.raises(ValueError, match=r"conv1\.weight.*overflows"):
+        m.load_state_dict(big)
+    wrap = dict(sd)
+    wrap["bn1.num_batches_tracked"] = np.array(2**64 - 1, np.uint64)  # would wrap to -1
+    with pytest.raises(ValueError, match=r"bn1\.num_batches_tracked.*outside"):
+        m.load_state_dict(wrap)
+    _assert_state_equal(m, snap)
+    ok = dict(sd)
+    ok["conv1.weight"] = sd["conv1.weight"].astype(np.float64)   # in range: fine
+    ok["bn1.num_batches_tracked"] = np.array(3, np.uint64)
+    m.load_state_dict(ok)
+    assert int(m.bn1.num_batches_tracked) == 3

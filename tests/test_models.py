@@ -12,7 +12,7 @@ from conftest import randn, requires_torch, torch
 from test_nn_layers import directional_fd_check, entrywise_fd_check
 
 # torchvision's published parameter counts (torchvision.models docs / sum(p.numel())).
-TORCHVISION_PARAMS = {"vgg11": 132_863_336, "resnet34": 21_797_672}
+TORCHVISION_PARAMS = {"vgg11": 132_863_336, "resnet34": 21_797_672, "alexnet": 61_100_840}
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
@@ -51,7 +51,7 @@ def test_torchvision_state_dict_names():
     with pytest.raises(ValueError, match="stem"):
         models.resnet18(stem="tiny")
     with pytest.raises(ValueError, match="model must be"):
-        models.get_model("alexnet")
+        models.get_model("alexnet9")
 
 
 def test_pytorch_style_initialisation():

@@ -181,7 +181,7 @@ def test_cli_train_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="CIFAR-10 batches not found"):
         main(["train", "--data", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1"])
     with pytest.raises(SystemExit):
-        main(["train", "--model", "alexnet"])
+        main(["train", "--model", "alexnet9"])
 
 
 def test_digits_dataset_shape_and_split():

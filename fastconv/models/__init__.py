@@ -1,13 +1,16 @@
-"""Reference CNNs built on :mod:`fastconv.nn`: LeNet-5, VGG-11/16, ResNet-18/34/50 and the
-CIFAR ResNet-20, with torchvision's state_dict names."""
+"""Reference CNNs built on :mod:`fastconv.nn`: LeNet-5, AlexNet, VGG-11/16, ResNet-18/34/50
+and the CIFAR ResNet-20, with torchvision's state_dict names. Every constructor takes
+``weights=PATH`` (``.pth``/``.pt``/``.safetensors``/``.npz``) and ``skip_head=``."""
 from __future__ import annotations
 
+from ._weights import load_into
+from .alexnet import AlexNet, alexnet
 from .lenet import LeNet5, lenet5
 from .resnet import ResNet, resnet18, resnet20, resnet34, resnet50
 from .vgg import VGG, vgg11, vgg16
 
 MODELS = {
-    "lenet5": lenet5, "vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18,
+    "lenet5": lenet5, "alexnet": alexnet, "vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18,
     "resnet34": resnet34, "resnet50": resnet50, "resnet20": resnet20,
 }
 
@@ -21,5 +24,6 @@ def get_model(name: str, **kwargs):
     return factory(**kwargs)
 
 
-__all__ = ["LeNet5", "ResNet", "VGG", "MODELS", "get_model", "lenet5", "vgg11", "vgg16",
+__all__ = ["AlexNet", "LeNet5", "ResNet", "VGG", "MODELS", "get_model", "load_into", "alexnet",
+           "lenet5", "vgg11", "vgg16",
            "resnet18", "resnet34", "resnet50", "resnet20"]

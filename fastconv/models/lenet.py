@@ -7,6 +7,7 @@ subsampling layers are 2x2 max pools and C3 connects to all of S2's maps.
 from __future__ import annotations
 
 from .. import nn
+from ._weights import maybe_load
 
 __all__ = ["LeNet5", "lenet5"]
 
@@ -14,6 +15,8 @@ __all__ = ["LeNet5", "lenet5"]
 class LeNet5(nn.Chain):
     """``features`` (two conv/ReLU/pool stages), flatten, ``classifier`` (three linear
     layers)."""
+
+    _head = "classifier.4"
 
     def __init__(self, num_classes=10, in_channels=1):
         super().__init__()
@@ -26,6 +29,7 @@ class LeNet5(nn.Chain):
             nn.Linear(84, num_classes))
 
 
-def lenet5(num_classes=10, in_channels=1) -> LeNet5:
-    """LeNet-5 for (N, in_channels, 32, 32) inputs."""
-    return LeNet5(num_classes, in_channels)
+def lenet5(num_classes=10, in_channels=1, *, weights=None, skip_head=False) -> LeNet5:
+    """LeNet-5 for (N, in_channels, 32, 32) inputs. ``weights=PATH`` loads a state dict;
+    ``skip_head=True`` keeps a new ``classifier.4`` for ``num_classes``."""
+    return maybe_load(LeNet5(num_classes, in_channels), weights, skip_head)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .. import nn
 from ..nn import init
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
+from ._weights import maybe_load
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50",
            "resnet20"]
@@ -19,6 +20,8 @@ __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet
 
 class ResNet(nn.Chain):
     """A ResNet: stem, residual stages ``layer1..layerK``, global average pool, ``fc``."""
+
+    _head = "fc"
 
     def __init__(self, block, layers, num_classes=1000, stem="imagenet", in_channels=3,
                  widths=(64, 128, 256, 512), zero_init_residual=False, algo="auto"):
@@ -77,23 +80,37 @@ class ResNet(nn.Chain):
                 self.flatten, self.fc]
 
 
-def resnet18(num_classes=1000, stem="imagenet", **kw) -> ResNet:
-    """ResNet-18 (11,689,512 parameters with the ImageNet stem and 1000 classes)."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, **kw)
+def resnet18(num_classes=1000, stem="imagenet", *, weights=None, skip_head=False,
+             **kw) -> ResNet:
+    """ResNet-18 (11,689,512 parameters with the ImageNet stem and 1000 classes).
+    ``weights=PATH`` loads a state dict (``.pth``/``.pt``/``.safetensors``/``.npz``);
+    ``skip_head=True`` keeps a new ``fc`` for ``num_classes``."""
+    return maybe_load(ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, **kw),
+                      weights, skip_head)
 
 
-def resnet34(num_classes=1000, stem="imagenet", **kw) -> ResNet:
-    """ResNet-34 (21,797,672 parameters with the ImageNet stem and 1000 classes)."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, stem, **kw)
+def resnet34(num_classes=1000, stem="imagenet", *, weights=None, skip_head=False,
+             **kw) -> ResNet:
+    """ResNet-34 (21,797,672 parameters with the ImageNet stem and 1000 classes).
+    ``weights=PATH`` loads a state dict (``.pth``/``.pt``/``.safetensors``/``.npz``);
+    ``skip_head=True`` keeps a new ``fc`` for ``num_classes``."""
+    return maybe_load(ResNet(BasicBlock, [3, 4, 6, 3], num_classes, stem, **kw),
+                      weights, skip_head)
 
 
-def resnet50(num_classes=1000, stem="imagenet", **kw) -> ResNet:
-    """ResNet-50 (25,557,032 parameters with the ImageNet stem and 1000 classes)."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem, **kw)
+def resnet50(num_classes=1000, stem="imagenet", *, weights=None, skip_head=False,
+             **kw) -> ResNet:
+    """ResNet-50 (25,557,032 parameters with the ImageNet stem and 1000 classes).
+    ``weights=PATH`` loads a state dict (``.pth``/``.pt``/``.safetensors``/``.npz``);
+    ``skip_head=True`` keeps a new ``fc`` for ``num_classes``."""
+    return maybe_load(ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem, **kw),
+                      weights, skip_head)
 
 
-def resnet20(num_classes=10, **kw) -> ResNet:
+def resnet20(num_classes=10, *, weights=None, skip_head=False, **kw) -> ResNet:
     """The CIFAR ResNet-20 of He et al.: 3x3 stem, three stages of three BasicBlocks with
-    16, 32 and 64 channels, projection shortcuts where the shape changes."""
+    16, 32 and 64 channels, projection shortcuts where the shape changes. ``weights`` and
+    ``skip_head`` as for :func:`resnet18`."""
     kw.setdefault("widths", (16, 32, 64))
-    return ResNet(BasicBlock, [3, 3, 3], num_classes, "cifar", **kw)
+    return maybe_load(ResNet(BasicBlock, [3, 3, 3], num_classes, "cifar", **kw), weights,
+                      skip_head)

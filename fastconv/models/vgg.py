@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import nn
 from ..nn import init
+from ._weights import maybe_load
 
 __all__ = ["VGG", "vgg11", "vgg16"]
 
@@ -32,6 +33,8 @@ class VGG(nn.Chain):
     """``features`` (3x3 convs and max pools), a 7x7 adaptive average pool, and the
     three-layer ``classifier`` with dropout."""
 
+    _head = "classifier.6"
+
     def __init__(self, features, num_classes=1000, dropout=0.5):
         super().__init__()
         self.features = features
@@ -56,11 +59,17 @@ class VGG(nn.Chain):
         return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
-def vgg11(num_classes=1000, batch_norm=False, in_channels=3, **kw) -> VGG:
-    """VGG-11 (configuration A; 132,863,336 parameters with 1000 classes)."""
-    return VGG(make_features(_CFGS["A"], batch_norm, in_channels), num_classes, **kw)
+def vgg11(num_classes=1000, batch_norm=False, in_channels=3, *, weights=None, skip_head=False,
+          **kw) -> VGG:
+    """VGG-11 (configuration A; 132,863,336 parameters with 1000 classes).
+    ``weights=PATH`` loads a state dict; ``skip_head=True`` keeps a new ``classifier.6``."""
+    return maybe_load(VGG(make_features(_CFGS["A"], batch_norm, in_channels), num_classes,
+                          **kw), weights, skip_head)
 
 
-def vgg16(num_classes=1000, batch_norm=False, in_channels=3, **kw) -> VGG:
-    """VGG-16 (configuration D; 138,357,544 parameters with 1000 classes)."""
-    return VGG(make_features(_CFGS["D"], batch_norm, in_channels), num_classes, **kw)
+def vgg16(num_classes=1000, batch_norm=False, in_channels=3, *, weights=None, skip_head=False,
+          **kw) -> VGG:
+    """VGG-16 (configuration D; 138,357,544 parameters with 1000 classes).
+    ``weights=PATH`` loads a state dict; ``skip_head=True`` keeps a new ``classifier.6``."""
+    return maybe_load(VGG(make_features(_CFGS["D"], batch_norm, in_channels), num_classes,
+                          **kw), weights, skip_head)

@@ -48,6 +48,16 @@ class _Residual(Module):
         gx += g_short
         return gx
 
+    def _backward_params_only(self, grad_out):
+        # First trainable block of the network: neither branch needs its input gradient,
+        # so each stops at its own first trainable layer.
+        from .layers import _backward_chain
+
+        g = self.relu_out.backward(grad_out)
+        if self.downsample is not None:
+            self.downsample._backward_params_only(g)
+        _backward_chain(list(self._main()), g, need_input_grad=False)
+
 
 class BasicBlock(_Residual):
     """Two 3x3 convolutions with batch norm and a residual connection (ResNet-18/34)."""

@@ -47,7 +47,8 @@ class Conv2d(Module):
     algorithm for forward and backward (see :func:`fastconv.conv2d`).
 
     A frozen weight (``weight.requires_grad = False``) makes backward pass
-    ``need_weight_grad=False``, so its gradient is never computed.
+    ``need_weight_grad=False``, so its gradient is never computed; as the first trainable
+    layer of a network (see :class:`Chain`) it also skips its input gradient.
     """
 
     _saved_names = ("_x",)
@@ -101,11 +102,20 @@ class Conv2d(Module):
         return y
 
     def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def _backward_params_only(self, grad_out):
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out, need_x):
         x = self._need_saved(self._x)
         need_w = self.weight.requires_grad
         need_b = self.bias is not None and self.bias.requires_grad
+        if not (need_x or need_w or need_b):
+            self._x = None
+            return None
         gx, gw, gb = F.conv2d_backward(grad_out, x, self.weight.data, *self._conv_args(),
-                                       need_input_grad=True, need_weight_grad=need_w,
+                                       need_input_grad=need_x, need_weight_grad=need_w,
                                        need_bias_grad=need_b, algo=self.algo)
         self._x = None
         self.weight.accumulate_grad(gw)
@@ -361,6 +371,19 @@ class Linear(Module):
             self.bias.accumulate_grad(gb)
         return gx
 
+    def _backward_params_only(self, grad_out):
+        # The head of a frozen backbone: dW = g^T x, db = sum g; no g @ W for the input.
+        x = self._need_saved(self._x)
+        self._x = None
+        if x.ndim != 2 or grad_out.shape != (x.shape[0], self.out_features):
+            self._x = x
+            self.backward(grad_out)
+            return
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(grad_out.T @ x)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(grad_out.sum(axis=0))
+
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -449,9 +472,37 @@ class Identity(Module):
         return grad_out
 
 
+def _backward_chain(chain, grad_out, need_input_grad):
+    """Backward through modules applied in order. Without ``need_input_grad`` the pass
+    stops at the first module holding a trainable parameter, which computes parameter
+    gradients only; the frozen modules below it compute nothing (their saved activations
+    are dropped). Returns the input gradient, or None when not needed."""
+    if need_input_grad:
+        for m in reversed(chain):
+            grad_out = m.backward(grad_out)
+        return grad_out
+    first = next((i for i, m in enumerate(chain) if m.has_trainable()), None)
+    if first is None:
+        for m in chain:
+            m._release()
+        return None
+    for m in reversed(chain[first + 1:]):
+        grad_out = m.backward(grad_out)
+    chain[first]._backward_params_only(grad_out)
+    for m in chain[:first]:
+        m._release()
+    return None
+
+
 class Chain(Module):
     """A module whose forward is a straight chain of sub-modules (``_chain()``), so its
-    backward is the chain reversed. Models whose data flow is a chain derive from it."""
+    backward is the chain reversed. Models whose data flow is a chain derive from it.
+
+    ``backward(grad_out, need_input_grad=False)`` is the training step's form: nobody
+    uses the gradient of the network's input, so the first trainable layer computes only
+    its parameter gradients (the stem convolution skips grad_x) and everything below it,
+    a frozen backbone included, computes nothing. It returns None.
+    """
 
     def _chain(self):
         return list(self._modules.values())
@@ -461,10 +512,11 @@ class Chain(Module):
             x = m(x)
         return x
 
-    def backward(self, grad_out):
-        for m in reversed(self._chain()):
-            grad_out = m.backward(grad_out)
-        return grad_out
+    def backward(self, grad_out, need_input_grad: bool = True):
+        return _backward_chain(self._chain(), grad_out, need_input_grad)
+
+    def _backward_params_only(self, grad_out):
+        self.backward(grad_out, need_input_grad=False)
 
 
 class Sequential(Chain):

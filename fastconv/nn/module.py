@@ -79,6 +79,24 @@ def _commit_staged(staged) -> None:
         target[...] = array_lib(target).asarray(src.astype(target.dtype, copy=False))
 
 
+def _lossy(src: np.ndarray, dtype: np.dtype):
+    """Why converting ``src`` to ``dtype`` would change values beyond rounding (None if it
+    would not): floats overflowing to inf, integers wrapping around."""
+    if src.size == 0 or src.dtype == dtype:
+        return None
+    if dtype.kind == "f":
+        big = float(np.max(np.abs(src)))
+        if big > float(np.finfo(dtype).max):
+            return f"|value| up to {big:g} overflows to inf"
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = src.min(), src.max()
+        if int(lo) < info.min or int(hi) > info.max:
+            return f"values in [{int(lo)}, {int(hi)}] outside [{info.min}, {info.max}]"
+    return None
+
+
 class _Traced:
     """Base of the shape-only values :mod:`fastconv.nn.summary` sends through a model."""
 
@@ -299,29 +317,58 @@ class Module:
         mismatched dictionary raises (``KeyError`` for missing/unexpected keys with
         ``strict``, ``ValueError`` for a shape mismatch) and leaves the module unchanged.
         Values may be NumPy or CuPy arrays (or anything ``numpy.asarray`` accepts); they are
-        converted to each target's array library and dtype. Returns
-        ``(missing_keys, unexpected_keys)``.
+        converted to each target's array library and dtype, and a conversion that would
+        change values (float64 beyond float32's range, an integer outside the target's
+        range) is refused. A missing ``num_batches_tracked`` is accepted, as in PyTorch
+        (the buffer keeps its value). Returns ``(missing_keys, unexpected_keys)``.
         """
         staged, missing, unexpected = self._stage_state_dict(state_dict, strict)
         _commit_staged(staged)
         return missing, unexpected
+
+    def _key_check(self, keys, strict):
+        """``(slots, missing, unexpected)`` for a state dict with ``keys``; raises
+        ``KeyError`` naming them under ``strict``. A missing ``num_batches_tracked`` is not
+        an error (older PyTorch checkpoints have none): the buffer keeps its value."""
+        slots = self._state_slots()
+        own = {key for key, *_ in slots}
+        keys = list(keys)
+        present = set(keys)
+        missing = [k for k, *_ in slots if k not in present
+                   and not (k == "num_batches_tracked" or k.endswith(".num_batches_tracked"))]
+        unexpected = [k for k in keys if k not in own]
+        if strict and (missing or unexpected):
+            parts = []
+            for what, ks in (("missing", missing), ("unexpected", unexpected)):
+                if ks:
+                    more = f" (+{len(ks) - 10} more)" if len(ks) > 10 else ""
+                    parts.append(f"{what} keys: {', '.join(ks[:10])}{more}")
+            raise KeyError(f"load_state_dict for {type(self).__name__}: {'; '.join(parts)}")
+        return slots, missing, unexpected
+
+    def _check_shapes(self, shapes: dict, strict=True) -> None:
+        """Checks a state dict's keys and shapes (``{key: shape}``) without its values:
+        the same ``KeyError`` / ``ValueError`` :meth:`load_state_dict` would raise."""
+        slots, _, _ = self._key_check(shapes.keys(), strict)
+        errors = []
+        for key, _, table, name in slots:
+            if key in shapes:
+                cur = table[name]
+                target = cur.data if isinstance(cur, Parameter) else cur
+                if tuple(shapes[key]) != tuple(target.shape):
+                    errors.append(f"{key}: checkpoint shape {tuple(shapes[key])} != model "
+                                  f"shape {tuple(target.shape)}")
+        if errors:
+            more = f"; (+{len(errors) - 10} more)" if len(errors) > 10 else ""
+            raise ValueError(f"load_state_dict for {type(self).__name__}: "
+                             + "; ".join(errors[:10]) + more)
 
     def _stage_state_dict(self, state_dict, strict=True):
         """The checking half of :meth:`load_state_dict`: ``([(target, source)], missing,
         unexpected)``, raising on any mismatch; nothing is written."""
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        slots = self._state_slots()
-        own = {key for key, *_ in slots}
-        missing = [k for k, *_ in slots if k not in state_dict]
-        unexpected = [k for k in state_dict.keys() if k not in own]
-        if strict and (missing or unexpected):
-            parts = []
-            for what, keys in (("missing", missing), ("unexpected", unexpected)):
-                if keys:
-                    more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
-                    parts.append(f"{what} keys: {', '.join(keys[:10])}{more}")
-            raise KeyError(f"load_state_dict for {type(self).__name__}: {'; '.join(parts)}")
+        slots, missing, unexpected = self._key_check(state_dict.keys(), strict)
         staged, errors = [], []
         for key, _, table, name in slots:
             if key not in state_dict:
@@ -341,6 +388,8 @@ class Module:
                               f"{target.dtype}")
             elif target.dtype.kind == "f" and not np.all(np.isfinite(src)):
                 errors.append(f"{key}: checkpoint holds non-finite values")
+            elif (why := _lossy(src, target.dtype)) is not None:
+                errors.append(f"{key}: checkpoint values do not fit {target.dtype}: {why}")
             else:
                 staged.append((target, src))
         if errors:
@@ -407,6 +456,23 @@ class Module:
         if args and isinstance(args[0], _Traced):
             return args[0].trace(self)
         return self.forward(*args, **kwargs)
+
+    def has_trainable(self) -> bool:
+        """True if any parameter of this module (or a descendant) has ``requires_grad``."""
+        return any(p.requires_grad for p in self.parameters())
+
+    def _backward_params_only(self, grad_out) -> None:
+        """Backward when nobody needs this module's input gradient (it is the first
+        trainable layer of the network): parameter gradients only. Layers that can skip
+        their input gradient (Conv2d, Linear, chains, residual blocks) override this; the
+        default runs ``backward`` and drops the result."""
+        self.backward(grad_out)
+
+    def _release(self) -> None:
+        """Drops what this module and its descendants saved for a backward that will not
+        come (a frozen part of the network below every trainable layer)."""
+        for m in self.modules():
+            m._clear_saved()
 
     # Saved-for-backward attributes of a layer, released by backward and by to().
     _saved_names: tuple = ()
