@@ -69,14 +69,16 @@ def _worker(args):
         opt.step()
 
     times = {name: [] for name, _ in ddps}
+    cpu = {name: [] for name, _ in ddps}
     comm = {name: [] for name, _ in ddps}
     for _ in range(args.steps):
         for name, ddp in ddps:  # interleaved: one step of each variant per round
             dist.barrier()
             c0 = ddp.comm_seconds
-            t0 = time.perf_counter()
+            t0, p0 = time.perf_counter(), time.process_time()
             step(ddp)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - p0)
             comm[name].append(ddp.comm_seconds - c0)
     # The wire cost alone: a blocking Allreduce of the whole gradient volume.
     grads = np.concatenate([p.grad.ravel() for p in model.parameters() if p.grad is not None])
@@ -89,15 +91,16 @@ def _worker(args):
             MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         ar.append(time.perf_counter() - t0)
     # Each rank's median; the job's step time is the slower rank's.
-    mine = {name: (statistics.median(times[name]), statistics.median(comm[name]))
-            for name in times}
+    mine = {name: (statistics.median(times[name]), statistics.median(comm[name]),
+                   statistics.median(cpu[name])) for name in times}
     everyone = MPI.COMM_WORLD.gather(mine, root=0)
     if rank == 0:
         out = {"world": world, "batch": args.batch, "grad_bytes": int(grads.nbytes),
                "allreduce_s": statistics.median(ar), "variants": {}}
         for name in times:
             out["variants"][name] = {"step_s": max(e[name][0] for e in everyone),
-                                     "comm_s": max(e[name][1] for e in everyone)}
+                                     "comm_s": max(e[name][1] for e in everyone),
+                                     "cpu_s": max(e[name][2] for e in everyone)}
         with open(args.worker, "w") as f:
             json.dump(out, f)
 
@@ -139,30 +142,39 @@ def main():
             res[n].append(_run_job(n, args, os.path.join(tmp, f"{n}-{r}.json")))
     base = VARIANTS[0][0]
     step1 = statistics.median(j["variants"][base]["step_s"] for j in res[1])
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"ResNet-20, 3x32x32, batch {args.batch} per rank, 1 thread per rank; "
           f"{args.rounds} rounds x {args.steps} steps; medians")
-    print(f"1 rank : {step1 * 1e3:8.1f} ms/step  {args.batch / step1:7.1f} images/s")
+    cpu1 = statistics.median(j["variants"][base]["cpu_s"] for j in res[1])
+    print(f"1 rank : {step1 * 1e3:8.1f} ms/step  {args.batch / step1:7.1f} images/s  "
+          f"(CPU {cpu1 * 1e3:.0f} ms/step)")
     for name, _ in VARIANTS:
         step2 = statistics.median(j["variants"][name]["step_s"] for j in res[2])
         comm2 = statistics.median(j["variants"][name]["comm_s"] for j in res[2])
+        cpu2 = statistics.median(j["variants"][name]["cpu_s"] for j in res[2])
         print(f"2 ranks, {name:<26}: {step2 * 1e3:8.1f} ms/step  "
               f"{2 * args.batch / step2:7.1f} images/s  speed-up {2 * step1 / step2:.2f}x  "
-              f"exposed all-reduce {100 * comm2 / step2:.1f}% of the step")
+              f"exposed all-reduce {100 * comm2 / step2:.1f}% of the step; CPU per rank "
+              f"{cpu2 * 1e3:.0f} ms/step ({cpu2 / cpu1:.2f}x one rank's)")
     nbytes = res[2][0]["grad_bytes"]
     ar = statistics.median(j["allreduce_s"] for j in res[2])
     step2 = statistics.median(j["variants"][base]["step_s"] for j in res[2])
     print(f"gradient volume per step: {nbytes / 2**20:.2f} MiB; blocking Allreduce of it on "
           f"2 ranks (shared memory): {ar * 1e3:.2f} ms = {100 * ar / step2:.2f}% of a step")
-    print("ring all-reduce model (2(N-1)/N * bytes / bandwidth + 2(N-1) * 20 us), against "
-          "this step's compute time, no overlap:")
-    compute = step2
-    for ranks in (8, 64):
-        for gbit in (10, 100):
-            t = _ring_seconds(nbytes, ranks, gbit)
-            print(f"  {ranks:>2} ranks, {gbit:>3} Gbit/s: all-reduce {t * 1e3:6.2f} ms, "
-                  f"efficiency {compute / (compute + t):.3f}, speed-up "
-                  f"{ranks * compute / (compute + t):.1f}x")
-
+    # The model takes compute = the step's CPU time (what a rank costs on an idle core; the
+    # wall time here is inflated by whatever else runs on the machine), and a rank 16x
+    # faster (a 16-core node per rank), where the network starts to show.
+    cpu = statistics.median(j["variants"][base]["cpu_s"] for j in res[2])
+    print("ring all-reduce model (2(N-1)/N * bytes / bandwidth + 2(N-1) * 20 us latency), "
+          "no overlap:")
+    for label, compute in (("1 core per rank", cpu), ("16 cores per rank", cpu / 16)):
+        print(f"  compute {compute * 1e3:.0f} ms/step ({label}):")
+        for ranks in (8, 64):
+            for gbit in (10, 100):
+                t = _ring_seconds(nbytes, ranks, gbit)
+                print(f"    {ranks:>2} ranks, {gbit:>3} Gbit/s: all-reduce {t * 1e3:6.2f} ms, "
+                      f"efficiency {compute / (compute + t):.3f}, speed-up "
+                      f"{ranks * compute / (compute + t):.1f}x")
 
 if __name__ == "__main__":
     main()

@@ -452,8 +452,13 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_buckets", [])
         object.__setattr__(self, "comm_seconds", 0.0)
         comm = _comm()
-        sigs = comm.allgather(_signature(module))
-        problem = _describe_mismatch(sigs)
+        config = (self.bucket_cap_bytes, self.overlap)
+        gathered = comm.allgather((config, _signature(module)))
+        problem = _describe_mismatch([sig for _, sig in gathered])
+        if problem is None and any(c != config for c, _ in gathered):
+            problem = ("bucket_cap_mb/overlap differ: "
+                       + ", ".join(f"rank {r}: {c[0] / 2**20:g} MB, overlap={c[1]}"
+                                   for r, (c, _) in enumerate(gathered)))
         if problem:
             raise ValueError(f"DistributedDataParallel: the ranks hold different models: "
                              f"{problem}")
@@ -570,7 +575,7 @@ class DistributedDataParallel(Module):
         ddp = self
 
         def wrap(mod, plist):
-            inner = type(mod).backward.__get__(mod)
+            inner = mod.backward  # an instance-level backward someone installed, if any
 
             def backward(grad_out):
                 ddp._progress()
@@ -597,13 +602,17 @@ class DistributedDataParallel(Module):
             self._finish(world)
             return out
         hooks = self._hooks(buckets)
+        previous = [mod.__dict__.get("backward") for mod, _ in hooks]
         for mod, fn in hooks:
             object.__setattr__(mod, "backward", fn)
         try:
             out = self.module.backward(grad_out)
         finally:
-            for mod, _ in hooks:
-                mod.__dict__.pop("backward", None)
+            for (mod, _), prev in zip(hooks, previous):
+                if prev is None:
+                    mod.__dict__.pop("backward", None)
+                else:
+                    object.__setattr__(mod, "backward", prev)
         self._finish(world)
         return out
 

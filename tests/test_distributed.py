@@ -122,6 +122,8 @@ def test_model_mismatch_raises_on_every_rank(tmp_path):
     for r in (r0, r1):
         msg = str(r["error"])
         assert "different models" in msg and "0.weight" in msg and "(5, 3)" in msg, msg
+        msg = str(r["error_config"])
+        assert "bucket_cap_mb" in msg and "rank 1: 2 MB" in msg, msg
 
 
 @needs_mpi

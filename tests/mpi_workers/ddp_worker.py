@@ -84,6 +84,11 @@ def main():
             dist.DistributedDataParallel(model)
         except ValueError as e:
             save["error"] = np.array(str(e))
+        try:  # same model, different bucket sizes: the reductions would not line up
+            dist.DistributedDataParallel(nn.Sequential(nn.Linear(3, 4)),
+                                         bucket_cap_mb=1.0 + rank)
+        except ValueError as e:
+            save["error_config"] = np.array(str(e))
     elif scenario == "raise":
         # Rank 1 fails; rank 0 waits in a collective that can never complete.
         if rank == 1:
