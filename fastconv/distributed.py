@@ -451,6 +451,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_plan_key", None)
         object.__setattr__(self, "_buckets", [])
         object.__setattr__(self, "comm_seconds", 0.0)
+        # Buckets whose reduction the last backward started while layers were still running.
+        object.__setattr__(self, "overlapped_buckets", 0)
         comm = _comm()
         config = (self.bucket_cap_bytes, self.overlap)
         gathered = comm.allgather((config, _signature(module)))
@@ -599,6 +601,7 @@ class DistributedDataParallel(Module):
         buckets = self._plan()
         if not (self.overlap and buckets and buckets[0].xp is np):
             out = self.module.backward(grad_out)
+            object.__setattr__(self, "overlapped_buckets", 0)
             self._finish(world)
             return out
         hooks = self._hooks(buckets)
@@ -613,6 +616,7 @@ class DistributedDataParallel(Module):
                     mod.__dict__.pop("backward", None)
                 else:
                     object.__setattr__(mod, "backward", prev)
+        object.__setattr__(self, "overlapped_buckets", sum(b.launched for b in buckets))
         self._finish(world)
         return out
 

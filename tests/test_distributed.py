@@ -101,6 +101,9 @@ def test_two_half_batches_equal_one_full_batch(tmp_path, name):
         assert int(r0["n_buckets"]) == 4  # one parameter per bucket: several Iallreduces
     else:
         assert int(r0["n_buckets"]) == 1
+    # With overlap every bucket is started from a layer's hook, inside the backward pass.
+    expected = 0 if name == "step_nooverlap" else int(r0["n_buckets"])
+    assert int(r0["overlapped"]) == expected == int(r1["overlapped"])
 
 
 @needs_mpi

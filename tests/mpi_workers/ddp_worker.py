@@ -55,6 +55,7 @@ def main():
         half = len(y) // world
         sl = slice(rank * half, (rank + 1) * half)
         grads = one_step(ddp, x[sl], y[sl])
+        save["overlapped"] = np.array(ddp.overlapped_buckets)
         for i, g in enumerate(grads):
             save[f"grad{i}"] = g
         for i, p in enumerate(model.parameters()):
