@@ -32,6 +32,7 @@ _lock = threading.Lock()
 
 def _load(name: str):
     """Imports a backend module once; remembers why it failed."""
+    _raise_env_error()
     with _lock:
         if name in _loaded:
             return _loaded[name]
@@ -209,13 +210,35 @@ _init_precision_from_env()
 # ----------------------------------------------------------------------------- threads
 
 _threads = [0]
+# The most threads set_num_threads accepts: far above any real core count, far below the
+# C int the kernels' OpenMP num_threads() clauses take (2**40 used to wrap there).
+MAX_THREADS = 4096
+# A bad FASTCONV_NUM_THREADS, reported at first use rather than as a traceback at import.
+_env_error: list = [None]
+
+
+def _check_thread_count(n, what: str) -> int:
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n!r}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{what} must be at most {MAX_THREADS}, "
+                         f"got {n}")
+    return n
+
+
+def _raise_env_error() -> None:
+    if _env_error[0] is not None:
+        raise ValueError(_env_error[0])
 
 
 def set_num_threads(n: int) -> None:
-    """Number of CPU threads the native and numba kernels use (0: all cores)."""
-    if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 0:
-        raise ValueError(f"set_num_threads: n must be a non-negative int, got {n!r}")
-    n = int(n)
+    """Number of CPU threads the native and numba kernels use (0: all cores, at most
+    ``MAX_THREADS``). Replaces a FASTCONV_NUM_THREADS setting, valid or not."""
+    n = _check_thread_count(n, "set_num_threads: n")
+    _env_error[0] = None
     _threads[0] = n
     native = _loaded.get("native")
     if native is not None:
@@ -227,6 +250,7 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of CPU threads kernels use."""
+    _raise_env_error()
     if _threads[0] > 0:
         return _threads[0]
     native = _load("native")
@@ -235,16 +259,22 @@ def get_num_threads() -> int:
 
 def configured_threads() -> int:
     """0 when unset (all cores), else the count from set_num_threads/FASTCONV_NUM_THREADS."""
+    _raise_env_error()
     return _threads[0]
 
 
 def _init_threads_from_env():
     env = os.environ.get("FASTCONV_NUM_THREADS")
-    if env:
-        try:
-            _threads[0] = max(0, int(env))
-        except ValueError:
-            raise ValueError(f"FASTCONV_NUM_THREADS must be an int, got {env!r}") from None
+    if env is None or not env.strip():
+        return
+    try:
+        value = int(env)
+    except ValueError:
+        value = env
+    try:
+        _threads[0] = _check_thread_count(value, "FASTCONV_NUM_THREADS")
+    except ValueError as e:
+        _env_error[0] = str(e)
 
 
 _init_threads_from_env()

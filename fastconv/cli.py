@@ -165,13 +165,18 @@ def main(argv=None) -> int:
 
 
 def console_main(argv=None) -> int:
-    """The ``fastconv`` executable: a bad option value or a missing file or device is
-    reported in one line (exit status 2), not as a traceback. FASTCONV_TRACEBACK=1 shows
-    the traceback."""
+    """The ``fastconv`` executable: a bad option value, a missing file or device, or an
+    allocation larger than memory is reported in one line (exit status 2), not as a
+    traceback. FASTCONV_TRACEBACK=1 shows the traceback."""
     import os
 
     try:
         return main(argv)
+    except MemoryError as e:  # e.g. bench --shape far beyond this machine's memory
+        if os.environ.get("FASTCONV_TRACEBACK"):
+            raise
+        print(f"fastconv: error: out of memory: {e or 'allocation failed'}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         if os.environ.get("FASTCONV_TRACEBACK"):
             raise

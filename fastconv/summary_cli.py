@@ -22,7 +22,9 @@ def cmd_summary(args) -> int:
     from .models import get_model
     from .nn.summary import summary
 
-    kw = {"num_classes": args.num_classes} if args.num_classes else {}
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be a positive int, got {args.num_classes}")
+    kw = {"num_classes": args.num_classes} if args.num_classes is not None else {}
     if args.stem:
         kw["stem"] = args.stem
     shape = args.input
