@@ -549,11 +549,11 @@ void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq,
   fwd_tile<T, KV, MP>(nruns, runs, xb, xq, wk, out);
 }
 
-// y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
+// y = ep(conv(x, w)) (bias, residual, clamp: epilogue.h) for the shape s (any stride, dilation, groups), with the filters
 // read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
 // view. Results do not depend on the thread count: each output is one tile's sum.
 template <class T, int KV, class WFn>
-void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T* y) {
   constexpr int L = Simd<T>::L, KT = KV * L;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
   const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
@@ -589,6 +589,7 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
   const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
   const int64_t tasks = G * KTn * RBn, PQ = P * Q;
   const int64_t xrow = xg.Wq * Cg, xq = Cg;
+  const bool post = ep.has_post();
 #pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
   {
     alignas(64) T out[FMP * KT];
@@ -605,9 +606,15 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
           fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
           for (int64_t kk = 0; kk < kv; ++kk) {
             const int64_t k = g * Kg + kt * KT + kk;
-            T* dst = y + (n * s.K + k) * PQ + p * Q + q0;
-            const T b = bias ? bias[k] : T(0);
-            for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+            const int64_t at = (n * s.K + k) * PQ + p * Q + q0;
+            T* dst = y + at;
+            const T b = ep.bias ? ep.bias[k] : T(0);
+            if (post) {  // the whole output stage in the store (epilogue.h)
+              const T* rs = ep.residual ? ep.residual + at : nullptr;
+              for (int i = 0; i < mp; ++i) dst[i] = ep.act(out[i * KT + kk] + b + (rs ? rs[i] : T(0)));
+            } else {
+              for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+            }
           }
         }
       }
@@ -649,7 +656,7 @@ inline bool sparse_reach(const ConvShape& s) {
 // Plain loops for sparse_reach geometries: no workspace, each output one ordered sum
 // (so thread-count independent); the work is the output's, which is small there.
 template <class T>
-void naive_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void naive_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
   const int64_t Cg = s.Cg(), Kg = s.Kg();
 #pragma omp parallel for schedule(static) num_threads(threads_for(s.N * s.K, s.P * s.Q * Cg * s.R * s.S))
   for (int64_t nk = 0; nk < s.N * s.K; ++nk) {
@@ -668,7 +675,8 @@ void naive_fwd(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) 
                      w[((k * Cg + c) * s.R + r) * s.S + t];
             }
           }
-        y[(nk * s.P + p) * s.Q + q] = acc + (bias ? bias[k] : T(0));
+        const int64_t at = (nk * s.P + p) * s.Q + q;
+        y[at] = ep.apply(acc, k, at);
       }
   }
 }
@@ -722,15 +730,15 @@ void naive_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
 }  // namespace
 
 template <class T>
-static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
-  if (sparse_reach(s)) return naive_fwd(s, x, w, bias, y);
+  if (sparse_reach(s)) return naive_fwd(s, x, w, ep, y);
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
   if (prefer_nhwc<T>(s)) {
     const int64_t RS = s.R * s.S;
     return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
       return w[((g * Kg + k) * Cg + c) * RS + t];
-    }, bias, y);
+    }, ep, y);
   }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
@@ -745,14 +753,23 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias
     pr.pack([&](int64_t k, int64_t c, int64_t t) { return w[((g * Kg + k) * Cg + c) * RS + t]; });
   }
   const int64_t KB = ceil_div(Kg, MR), JBn = prob[0].jblocks();
-  const T* bias_ = bias;
-  auto put_fwd = [&](int64_t n, int64_t g) {
-    T* yn = y + (n * s.K + g * Kg) * PQ;
+  const T* bias_ = ep.bias;
+  const bool post = ep.has_post();
+  auto put_fwd = [&, post](int64_t n, int64_t g) {
+    const int64_t base = (n * s.K + g * Kg) * PQ;
+    T* yn = y + base;
     const T* bg = bias_ ? bias_ + g * Kg : nullptr;
-    return [yn, bg, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
-      T* dst = yn + k * PQ + p * s.Q + q;
+    const T* rn = ep.residual ? ep.residual + base : nullptr;
+    return [yn, bg, rn, post, &ep, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
+      const int64_t at = k * PQ + p * s.Q + q;
+      T* dst = yn + at;
       const T b = bg ? bg[k] : T(0);
-      for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+      if (post) {  // the whole output stage in the store (epilogue.h)
+        const T* rs = rn ? rn + at : nullptr;
+        for (int64_t u = 0; u < len; ++u) dst[u] = ep.act(v[u] + b + (rs ? rs[u] : T(0)));
+      } else {
+        for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+      }
     };
   };
   const int nth = num_threads();
@@ -816,8 +833,7 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias
 
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
-  fwd_biased(s, x, w, ep.bias, y);
-  if (ep.has_post()) conv_epilogue_post(s, ep, y);
+  fwd_biased(s, x, w, ep, y);
 }
 
 template <class T>
@@ -838,7 +854,7 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
       auto wt = [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
         return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
       };
-      return fwd_nhwc<T, 2>(t, gy, wt, static_cast<const T*>(nullptr), gx);
+      return fwd_nhwc<T, 2>(t, gy, wt, Epilogue<T>{}, gx);
     }
   }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
