@@ -160,6 +160,12 @@ def test_direct_wgrad_blocking_edges_vs_torch(kw, xs, ws):
     (dict(padding=1), (3, 96, 7, 7), (80, 96, 3, 3)),
     (dict(stride=2), (2, 40, 14, 14), (64, 40, 1, 1)),
     (dict(stride=2, padding=1), (2, 64, 9, 9), (72, 64, 3, 3)),
+    # batch 1 and 3: the filter-outer schedules split each image's j-blocks between
+    # the threads (one image and one filter group used to be one task)
+    (dict(padding=1), (1, 64, 24, 24), (64, 64, 3, 3)),
+    (dict(padding=1), (3, 24, 17, 13), (30, 24, 3, 3)),
+    (dict(stride=2, padding=1), (1, 32, 23, 21), (40, 32, 3, 3)),
+    (dict(stride=2, padding=3), (1, 3, 45, 38), (64, 3, 7, 7)),
 ])
 def test_direct_threads_agree(kw, xs, ws, threads):
     """Work is split without changing any output's summation order; both thread counts
@@ -212,3 +218,67 @@ def test_direct_finite_differences(kw, xs, ws):
         wp[j] += eps
         wm[j] -= eps
         assert abs((f(x, wp) - f(x, wm)) / (2 * eps) - gw[j]) < 1e-6
+
+
+# ---------------------------------------------------------------- extreme geometry
+# Each runs in its own interpreter: before the fixes these segfaulted, hung or took
+# gigabytes, which must fail the test rather than take the suite down.
+_EXTREME = r"""
+import resource, sys
+import numpy as np
+import fastconv
+kind = sys.argv[1]
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x = np.ones((1, 1, 4, 4), np.float32)
+w = np.ones((1, 1, 3, 3), np.float32)
+if kind.startswith("stride"):
+    st = int(kind[6:])
+    y = fastconv.conv2d(x, w, stride=st, algo="direct", backend="native")
+    assert y.shape == (1, 1, 1, 1) and y[0, 0, 0, 0] == 9, y
+    gx, gw, _ = fastconv.conv2d_backward(np.full_like(y, 2), x, w, stride=st, algo="direct",
+                                         backend="native")
+    want = np.zeros_like(x)
+    want[0, 0, :3, :3] = 2
+    np.testing.assert_array_equal(gx, want)
+    np.testing.assert_array_equal(gw, np.full_like(w, 2))
+else:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
+    kw = dict(stride=1000) if kind == "s1000" else dict(padding=3000, dilation=3000)
+    y = fastconv.conv2d(x, w, **kw, algo="direct", backend="native")
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, _ = fastconv.conv2d_backward(gy, x, w, **kw, algo="direct", backend="native")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    # the torch oracle: the reference backend itself pads to 6000 x 6000 here
+    import torch
+    tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, **kw)
+    ty.backward(torch.from_numpy(gy))
+    y_r, gx_r, gw_r = ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()
+    for a, b in ((y, y_r), (gx, gx_r), (gw, gw_r)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+if kind.startswith("stride"):
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("kind", ["stride4294967296", "stride2147483647", "stride1099511627776",
+                                  pytest.param("s1000", marks=requires_torch),
+                                  pytest.param("d3000", marks=requires_torch)])
+def test_direct_extreme_geometry_subprocess(kind):
+    """Strides of 2^31 - 1 .. 2^40 (a phase table sized stride^2 overflowed: segfault,
+    hang, or "vector::_M_default_append"), and stride 1000 / dilation = padding = 3000
+    (workspace of 2 GB / 575 MB for a tiny output): all three passes must give the
+    reference's answer quickly and with bounded memory."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _EXTREME, kind], capture_output=True, text=True,
+                       timeout=60, env=env, cwd=root)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr)

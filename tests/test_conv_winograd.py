@@ -225,3 +225,98 @@ def test_winograd_float32_error(capsys):
         print("\nfloat32 max relative error vs float64 reference (C, HxW, direct, f23, f43):")
         for r in rows:
             print("  C=%3d %2dx%-2d  %.2e  %.2e  %.2e" % r)
+
+
+# Prepacked filters (inference): the forward with packed=prepack(w) must give exactly the
+# per-call result, in the private schedule (small filter banks) and the fused one
+# (transformed filters > 3 MB, read piece by piece from the packed array), at batch 1
+# and with an odd batch, with and without the fused output stage.
+@pytest.mark.parametrize("algo", ["winograd_f23", "winograd_f43"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("xs,ws,pad", [
+    ((1, 5, 11, 13), (7, 5, 3, 3), (1, 1)),
+    ((3, 8, 9, 6), (13, 8, 3, 3), (0, 1)),
+    ((1, 160, 7, 7), (166, 160, 3, 3), (1, 1)),
+])
+def test_winograd_prepacked_matches(xs, ws, pad, dtype, algo, threads):
+    from fastconv._args import conv_spec
+    from fastconv.backends.native import conv as native_conv
+
+    x, w, b = conv_inputs(xs, ws, dtype)
+    spec = conv_spec(x.shape, w.shape, 1, pad, 1, 1)
+    packed = native_conv.prepack(w, spec, algo)
+    assert isinstance(packed, np.ndarray) and packed.dtype == dtype and packed.ndim == 1
+    res = randn(spec.y_shape, dtype, 4)
+    for kw in (dict(), dict(residual=res, clamp=(0.0, 6.0))):
+        y0 = native_conv.conv2d_forward(x, w, b, spec, algo, **kw)
+        y1 = native_conv.conv2d_forward(x, w, b, spec, algo, packed=packed, **kw)
+        np.testing.assert_array_equal(y0, y1)
+    y_ref = fastconv.conv2d(x, w, b, padding=pad, backend="reference")
+    assert_close(native_conv.conv2d_forward(x, w, b, spec, algo, packed=packed), y_ref, dtype,
+                 ws[1] * 9, f"{algo} prepacked")
+
+
+def test_winograd_prepacked_refused():
+    """A packed array of the wrong length or dtype, or for an algorithm with nothing to
+    prepack, is refused with the argument named."""
+    from fastconv._args import conv_spec
+    from fastconv.backends.native import conv as native_conv
+
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((5, 4, 3, 3), np.float32)
+    spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1)
+    packed = native_conv.prepack(w, spec, "winograd_f43")
+    assert native_conv.prepack(w, spec, "direct") is None
+    with pytest.raises(ValueError, match="packed"):
+        native_conv.conv2d_forward(x, w, None, spec, "winograd_f43", packed=packed[:-1])
+    with pytest.raises(ValueError, match="packed"):  # F(2,3) wants fewer values
+        native_conv.conv2d_forward(x, w, None, spec, "winograd_f23", packed=packed)
+    with pytest.raises(ValueError, match="packed"):
+        native_conv.conv2d_forward(x, w, None, spec, "direct", packed=packed)
+    with pytest.raises(TypeError):
+        native_conv.conv2d_forward(x, w, None, spec, "winograd_f43",
+                                   packed=packed.astype(np.float64))
+
+
+@requires_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("algo", ["winograd_f23", "winograd_f43"])
+def test_winograd_nonfinite_and_huge_like_torch(algo):
+    """One NaN pixel poisons only the outputs that read it, +Inf stays +Inf (positive
+    filters), and finite float32 inputs near 1e36 give finite outputs, as in torch
+    (the transforms used to spread NaN over whole tiles and overflow), forward and
+    backward-data; the prepacked forward too."""
+    import torch
+    from fastconv._args import conv_spec
+    from fastconv.backends.native import conv as native_conv
+
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.1, 1.0, (6, 4, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 4, 16, 16)).astype(np.float32)
+    x[0, 1, 5, 7] = np.nan
+    x[1, 2, 9, 3] = np.inf
+    huge = (rng.standard_normal((1, 4, 16, 16)) * 1e36).astype(np.float32)
+    spec = conv_spec(x.shape, w.shape, 1, 1, 1, 1)
+    packed = native_conv.prepack(w, spec, algo)
+    for xx in (x, huge):
+        want = torch.nn.functional.conv2d(torch.from_numpy(xx), torch.from_numpy(w),
+                                          padding=1).numpy()
+        got = fastconv.conv2d(xx, w, padding=1, algo=algo, backend="native")
+        sp = conv_spec(xx.shape, w.shape, 1, 1, 1, 1)
+        got_p = native_conv.conv2d_forward(xx, w, None, sp, algo, packed=packed)
+        for g in (got, got_p):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+            np.testing.assert_array_equal(np.isposinf(g), np.isposinf(want))
+            fin = np.isfinite(want)
+            np.testing.assert_allclose(g[fin], want[fin], rtol=1e-4,
+                                       atol=1e-4 * np.abs(want[fin]).max())
+        # backward-data: the same inputs as grad_out of a 4 -> 4 layer
+        w4 = w[:4]
+        want_gx = torch.nn.grad.conv2d_input(xx.shape, torch.from_numpy(w4),
+                                             torch.from_numpy(xx), padding=1).numpy()
+        gx, _, _ = fastconv.conv2d_backward(xx, xx, w4, padding=1, need_weight_grad=False,
+                                            need_bias_grad=False, algo=algo, backend="native")
+        np.testing.assert_array_equal(np.isnan(gx), np.isnan(want_gx))
+        fin = np.isfinite(want_gx)
+        np.testing.assert_allclose(gx[fin], want_gx[fin], rtol=1e-4,
+                                   atol=1e-4 * np.abs(want_gx[fin]).max())

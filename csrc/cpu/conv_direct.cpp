@@ -156,7 +156,36 @@ int64_t plane_len(int64_t rows, int64_t PW) {
   return (rows + 1) * PW + 2 * NR * Simd<T>::L;
 }
 
-// Forward source layout: for each (n, c): sh*sw phases of (Hs x PW) each.
+// The phases some tap reads: row phases r*dh % sh and column phases t*dw % sw, each
+// listed once; every (row phase, column phase) pair is read by some tap, and only those
+// pairs are stored, so the source is at most R*S planes whatever the stride (a table of
+// all sh*sw phases would take stride^2 memory, and overflow at stride 2^32).
+struct Phases {
+  std::vector<int64_t> rows, cols;  // distinct phase values
+  std::vector<int64_t> ri, ci;      // filter row r -> index into rows; column t -> cols
+
+  static void distinct(int64_t n, int64_t d, int64_t st, std::vector<int64_t>& vals,
+                       std::vector<int64_t>& idx) {
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t v = r * d % st;
+      const auto it = std::find(vals.begin(), vals.end(), v);
+      idx.push_back(it - vals.begin());
+      if (it == vals.end()) vals.push_back(v);
+    }
+  }
+  explicit Phases(const ConvShape& s) {
+    distinct(s.R, s.dh, s.sh, rows, ri);
+    distinct(s.S, s.dw, s.sw, cols, ci);
+  }
+  int64_t count() const { return static_cast<int64_t>(rows.size() * cols.size()); }
+  // Stored plane of the phase tap (r, t) reads.
+  int64_t slot(int64_t r, int64_t t) const { return ri[r] * static_cast<int64_t>(cols.size()) + ci[t]; }
+  // Row / column phase of stored plane i.
+  int64_t row_of(int64_t i) const { return rows[i / static_cast<int64_t>(cols.size())]; }
+  int64_t col_of(int64_t i) const { return cols[i % static_cast<int64_t>(cols.size())]; }
+};
+
+// Forward source layout: for each (n, c): the read phases' (Hs x PW) planes.
 struct FwdGeom {
   int64_t Hs, PW, PL, cs;
 };
@@ -167,26 +196,23 @@ FwdGeom fwd_geom(const ConvShape& s) {
   g.Hs = s.P + (s.R - 1) * s.dh / s.sh;
   g.PW = s.Q + (s.S - 1) * s.dw / s.sw;
   g.PL = plane_len<T>(g.Hs, g.PW);
-  g.cs = s.sh * s.sw * g.PL;
+  g.cs = Phases(s).count() * g.PL;
   return g;
 }
 
 // Builds the padded, phase-split copy of x for all (n, c).
 template <class T>
 void build_fwd_src(const ConvShape& s, const FwdGeom& g, const T* x, T* src) {
-  // Phases no tap reads (1x1 stride 2 reads only phase (0, 0)) are left unbuilt.
-  std::vector<char> used(s.sh * s.sw, 0);
-  for (int64_t r = 0; r < s.R; ++r)
-    for (int64_t t = 0; t < s.S; ++t) used[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 1;
-  const int64_t planes = s.N * s.C;
+  // Phases no tap reads (1x1 stride 2 reads only phase (0, 0)) are not stored.
+  const Phases ph(s);
+  const int64_t planes = s.N * s.C, nph = ph.count();
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, g.cs))
   for (int64_t nc = 0; nc < planes; ++nc) {
     const T* xc = x + nc * s.H * s.W;
     T* dc = src + nc * g.cs;
-    for (int64_t a = 0; a < s.sh; ++a)
-      for (int64_t b = 0; b < s.sw; ++b) {
-        if (!used[a * s.sw + b]) continue;
-        T* pl = dc + (a * s.sw + b) * g.PL;
+    for (int64_t pi = 0; pi < nph; ++pi) {
+        const int64_t a = ph.row_of(pi), b = ph.col_of(pi);
+        T* pl = dc + pi * g.PL;
         std::fill(pl, pl + g.PL, T(0));  // padding and the slack past the grid
         // columns j with 0 <= j*sw + b - pw < W
         const int64_t j_lo = std::max<int64_t>(0, ceil_div(s.pw - b, s.sw));
@@ -210,11 +236,12 @@ void build_fwd_src(const ConvShape& s, const FwdGeom& g, const T* x, T* src) {
 
 template <class T>
 std::vector<int64_t> fwd_offsets(const ConvShape& s, const FwdGeom& g) {
+  const Phases ph(s);
   std::vector<int64_t> off;
   for (int64_t r = 0; r < s.R; ++r)
     for (int64_t t = 0; t < s.S; ++t) {
       const int64_t rr = r * s.dh, ss = t * s.dw;
-      off.push_back(((rr % s.sh) * s.sw + ss % s.sw) * g.PL + (rr / s.sh) * g.PW + ss / s.sw);
+      off.push_back(ph.slot(r, t) * g.PL + (rr / s.sh) * g.PW + ss / s.sw);
     }
   return off;
 }
@@ -331,36 +358,27 @@ void transpose(const T* __restrict s, int64_t ss, int64_t sj, int64_t ni, int64_
 // tap reads are stored (1x1 stride 2 reads only (0, 0)).
 struct XGeo {
   int64_t Hq, Wq, plane, img;  // phase grid, elements per phase and per image
-  std::vector<int64_t> slot;   // [a * sw + b] -> stored phase index, -1 if unread
-  std::vector<int64_t> phase;  // stored phase index -> a * sw + b
+  Phases ph;                   // the stored phases (those some tap reads)
 };
 
 inline XGeo x_geo(const ConvShape& s) {
-  XGeo g;
+  XGeo g{0, 0, 0, 0, Phases(s)};
   g.Hq = s.P + (s.R - 1) * s.dh / s.sh;
   g.Wq = s.Q + (s.S - 1) * s.dw / s.sw;
   g.plane = g.Hq * g.Wq * s.Cg();
-  g.slot.assign(s.sh * s.sw, -1);
-  for (int64_t r = 0; r < s.R; ++r)
-    for (int64_t t = 0; t < s.S; ++t) g.slot[(r * s.dh % s.sh) * s.sw + t * s.dw % s.sw] = 0;
-  for (int64_t ab = 0; ab < s.sh * s.sw; ++ab)
-    if (g.slot[ab] == 0) {
-      g.slot[ab] = static_cast<int64_t>(g.phase.size());
-      g.phase.push_back(ab);
-    }
-  g.img = static_cast<int64_t>(g.phase.size()) * g.plane;
+  g.img = g.ph.count() * g.plane;
   return g;
 }
 
 template <class T>
 void build_x_nhwc(const ConvShape& s, const XGeo& xg, const T* x, T* xt) {
   const int64_t N = s.N, G = s.groups, Cg = s.Cg(), Hq = xg.Hq, Wq = xg.Wq;
-  const int64_t nph = static_cast<int64_t>(xg.phase.size());
+  const int64_t nph = xg.ph.count();
   const int64_t x_rows = G * N * nph * Hq;
 #pragma omp parallel for schedule(static) num_threads(threads_for(x_rows, Wq * Cg))
   for (int64_t row = 0; row < x_rows; ++row) {
-    const int64_t i = row % Hq, ab = xg.phase[row / Hq % nph], gn = row / (Hq * nph);
-    const int64_t a = ab / s.sw, b = ab % s.sw, n = gn % N, g = gn / N;
+    const int64_t i = row % Hq, pi = row / Hq % nph, gn = row / (Hq * nph);
+    const int64_t a = xg.ph.row_of(pi), b = xg.ph.col_of(pi), n = gn % N, g = gn / N;
     T* d = xt + row * Wq * Cg;
     const int64_t h = i * s.sh + a - s.ph;
     // phase columns j with 0 <= j*sw + b - pw < W
@@ -389,17 +407,17 @@ inline std::vector<Run> col_runs(const ConvShape& s, const XGeo& xg) {
   const int64_t Cg = s.Cg();
   std::vector<Run> runs;
   for (int64_t r = 0; r < s.R; ++r) {
-    const int64_t a = r * s.dh % s.sh, ro = r * s.dh / s.sh;
+    const int64_t ro = r * s.dh / s.sh;
     if (s.dw == 1) {
-      for (int64_t b = 0; b < std::min(s.sw, s.S); ++b) {
+      for (int64_t b = 0; b < std::min(s.sw, s.S); ++b) {  // tap b reads column phase b
         const int64_t nt = ceil_div(s.S - b, s.sw);
-        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b,
+        runs.push_back({xg.ph.slot(r, b) * xg.plane + ro * xg.Wq * Cg, nt * Cg, r * s.S + b,
                         s.sw});
       }
     } else {
       for (int64_t t = 0; t < s.S; ++t) {
-        const int64_t b = t * s.dw % s.sw, co = t * s.dw / s.sw;
-        runs.push_back({xg.slot[a * s.sw + b] * xg.plane + (ro * xg.Wq + co) * Cg, Cg,
+        const int64_t co = t * s.dw / s.sw;
+        runs.push_back({xg.ph.slot(r, t) * xg.plane + (ro * xg.Wq + co) * Cg, Cg,
                         r * s.S + t, 1});
       }
     }
@@ -531,11 +549,11 @@ void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq,
   fwd_tile<T, KV, MP>(nruns, runs, xb, xq, wk, out);
 }
 
-// y = conv(x, w) + bias for the shape s (any stride, dilation, groups), with the filters
+// y = ep(conv(x, w)) (bias, residual, clamp: epilogue.h) for the shape s (any stride, dilation, groups), with the filters
 // read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
 // view. Results do not depend on the thread count: each output is one tile's sum.
 template <class T, int KV, class WFn>
-void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T* y) {
   constexpr int L = Simd<T>::L, KT = KV * L;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
   const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
@@ -571,6 +589,7 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
   const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
   const int64_t tasks = G * KTn * RBn, PQ = P * Q;
   const int64_t xrow = xg.Wq * Cg, xq = Cg;
+  const bool post = ep.has_post();
 #pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
   {
     alignas(64) T out[FMP * KT];
@@ -587,9 +606,15 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const T* bias, T* y) {
           fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
           for (int64_t kk = 0; kk < kv; ++kk) {
             const int64_t k = g * Kg + kt * KT + kk;
-            T* dst = y + (n * s.K + k) * PQ + p * Q + q0;
-            const T b = bias ? bias[k] : T(0);
-            for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+            const int64_t at = (n * s.K + k) * PQ + p * Q + q0;
+            T* dst = y + at;
+            const T b = ep.bias ? ep.bias[k] : T(0);
+            if (post) {  // the whole output stage in the store (epilogue.h)
+              const T* rs = ep.residual ? ep.residual + at : nullptr;
+              for (int i = 0; i < mp; ++i) dst[i] = ep.act(out[i * KT + kk] + b + (rs ? rs[i] : T(0)));
+            } else {
+              for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
+            }
           }
         }
       }
@@ -613,15 +638,107 @@ bool prefer_nhwc(const ConvShape& s) {
 
 }  // namespace
 
+namespace {
+// Geometry where the padded, phase-split sources would be far larger than the data
+// they hold: huge padding or dilation around a small output, where most taps read
+// only padding (dilation = padding = 3000 on 8 x 8 would take ~0.6 GB). The estimate
+// is in double: the planes' extents can overflow int64 there.
+inline bool sparse_reach(const ConvShape& s) {
+  const double need = double(s.H) * s.W + double(s.P) * s.Q * s.R * s.S;
+  const double ext_h = double((s.R - 1) * s.dh + s.ph) / s.sh, ext_w = double((s.S - 1) * s.dw + s.pw) / s.sw;
+  // Covers the forward's phase planes (P + reach) and backward-data's padded grad_out
+  // (H / stride + P + twice the reach).
+  const double plane = (double(s.H) / s.sh + s.P + 2 * ext_h + 2) *
+                       (double(s.W) / s.sw + s.Q + 2 * ext_w + 2);
+  return plane > 16 * need + double(1 << 16);
+}
+
+// Plain loops for sparse_reach geometries: no workspace, each output one ordered sum
+// (so thread-count independent); the work is the output's, which is small there.
 template <class T>
-static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
+void naive_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg();
+#pragma omp parallel for schedule(static) num_threads(threads_for(s.N * s.K, s.P * s.Q * Cg * s.R * s.S))
+  for (int64_t nk = 0; nk < s.N * s.K; ++nk) {
+    const int64_t n = nk / s.K, k = nk % s.K, g = k / Kg;
+    for (int64_t p = 0; p < s.P; ++p)
+      for (int64_t q = 0; q < s.Q; ++q) {
+        T acc = 0;
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t r = 0; r < s.R; ++r) {
+            const int64_t h = p * s.sh - s.ph + r * s.dh;
+            if (h < 0 || h >= s.H) continue;
+            for (int64_t t = 0; t < s.S; ++t) {
+              const int64_t ww = q * s.sw - s.pw + t * s.dw;
+              if (ww < 0 || ww >= s.W) continue;
+              acc += x[((n * s.C + g * Cg + c) * s.H + h) * s.W + ww] *
+                     w[((k * Cg + c) * s.R + r) * s.S + t];
+            }
+          }
+        const int64_t at = (nk * s.P + p) * s.Q + q;
+        y[at] = ep.apply(acc, k, at);
+      }
+  }
+}
+
+template <class T>
+void naive_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg();
+#pragma omp parallel for schedule(static) num_threads(threads_for(s.N * s.C, s.P * s.Q * Kg * s.R * s.S))
+  for (int64_t nc = 0; nc < s.N * s.C; ++nc) {
+    const int64_t n = nc / s.C, c = nc % s.C, g = c / Cg, cg = c % Cg;
+    T* d = gx + nc * s.H * s.W;
+    std::fill(d, d + s.H * s.W, T(0));
+    for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k)
+      for (int64_t p = 0; p < s.P; ++p)
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const T v = gy[((n * s.K + k) * s.P + p) * s.Q + q];
+          for (int64_t r = 0; r < s.R; ++r) {
+            const int64_t h = p * s.sh - s.ph + r * s.dh;
+            if (h < 0 || h >= s.H) continue;
+            for (int64_t t = 0; t < s.S; ++t) {
+              const int64_t ww = q * s.sw - s.pw + t * s.dw;
+              if (ww < 0 || ww >= s.W) continue;
+              d[h * s.W + ww] += v * w[((k * Cg + cg) * s.R + r) * s.S + t];
+            }
+          }
+        }
+  }
+}
+
+template <class T>
+void naive_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), RS = s.R * s.S;
+#pragma omp parallel for schedule(static) num_threads(threads_for(s.K * Cg * RS, s.N * s.P * s.Q))
+  for (int64_t e = 0; e < s.K * Cg * RS; ++e) {
+    const int64_t k = e / (Cg * RS), c = e / RS % Cg, r = e % RS / s.S, t = e % s.S;
+    const int64_t ci = k / Kg * Cg + c;
+    T acc = 0;
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t p = 0; p < s.P; ++p) {
+        const int64_t h = p * s.sh - s.ph + r * s.dh;
+        if (h < 0 || h >= s.H) continue;
+        for (int64_t q = 0; q < s.Q; ++q) {
+          const int64_t ww = q * s.sw - s.pw + t * s.dw;
+          if (ww < 0 || ww >= s.W) continue;
+          acc += gy[((n * s.K + k) * s.P + p) * s.Q + q] * x[((n * s.C + ci) * s.H + h) * s.W + ww];
+        }
+      }
+    gw[e] = acc;
+  }
+}
+}  // namespace
+
+template <class T>
+static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
+  if (sparse_reach(s)) return naive_fwd(s, x, w, ep, y);
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
   if (prefer_nhwc<T>(s)) {
     const int64_t RS = s.R * s.S;
     return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
       return w[((g * Kg + k) * Cg + c) * RS + t];
-    }, bias, y);
+    }, ep, y);
   }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
@@ -636,14 +753,23 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias
     pr.pack([&](int64_t k, int64_t c, int64_t t) { return w[((g * Kg + k) * Cg + c) * RS + t]; });
   }
   const int64_t KB = ceil_div(Kg, MR), JBn = prob[0].jblocks();
-  const T* bias_ = bias;
-  auto put_fwd = [&](int64_t n, int64_t g) {
-    T* yn = y + (n * s.K + g * Kg) * PQ;
+  const T* bias_ = ep.bias;
+  const bool post = ep.has_post();
+  auto put_fwd = [&, post](int64_t n, int64_t g) {
+    const int64_t base = (n * s.K + g * Kg) * PQ;
+    T* yn = y + base;
     const T* bg = bias_ ? bias_ + g * Kg : nullptr;
-    return [yn, bg, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
-      T* dst = yn + k * PQ + p * s.Q + q;
+    const T* rn = ep.residual ? ep.residual + base : nullptr;
+    return [yn, bg, rn, post, &ep, &s, PQ](int64_t k, int64_t p, int64_t q, const T* v, int64_t len) {
+      const int64_t at = k * PQ + p * s.Q + q;
+      T* dst = yn + at;
       const T b = bg ? bg[k] : T(0);
-      for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+      if (post) {  // the whole output stage in the store (epilogue.h)
+        const T* rs = rn ? rn + at : nullptr;
+        for (int64_t u = 0; u < len; ++u) dst[u] = ep.act(v[u] + b + (rs ? rs[u] : T(0)));
+      } else {
+        for (int64_t u = 0; u < len; ++u) dst[u] = v[u] + b;
+      }
     };
   };
   const int nth = num_threads();
@@ -659,19 +785,27 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias
   if (flt_outer < img_outer) {
     // A task is KBG filter blocks for a range of images: the packed filters stay in
     // cache across all of them, and each source block across the KBG filter blocks.
+    // Few images (batch 1-8) and one filter group would leave threads idle: the j-blocks
+    // of each image are split into js ranges as well, so there are ~4 tasks per thread
+    // whatever the batch. Each output is still one micro-kernel sum, so the results do
+    // not depend on the split.
     const int64_t KGn = ceil_div(KB, KBG);
     const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, G * KGn));
-    const int64_t tasks = G * KGn * ns;
-#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Cg * RS * JBn * 32))
+    const int64_t js = std::max<int64_t>(1, std::min<int64_t>(JBn, ceil_div(4 * nth, G * KGn * ns)));
+    const int64_t tasks = G * KGn * ns * js;
+    const int64_t task_jb = ceil_div(JBn, js);
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Cg * RS * task_jb * 32))
     {
       Tmp<T> tmp;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t part = task % ns, gk = task / ns, kg = gk % KGn, g = gk / KGn;
+        const int64_t jp = task % js, part = task / js % ns, gk = task / (js * ns);
+        const int64_t kg = gk % KGn, g = gk / KGn;
+        const int64_t jb0 = JBn * jp / js, jb1 = JBn * (jp + 1) / js;
         for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
           const T* sp = src + (n * s.C + g * Cg) * geo.cs;
           auto put = put_fwd(n, g);
-          for (int64_t jb = 0; jb < JBn; ++jb)
+          for (int64_t jb = jb0; jb < jb1; ++jb)
             for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
               prob[g].run(kb, jb, sp, tmp.v.data(), put);
         }
@@ -699,14 +833,14 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const T* bias
 
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
-  fwd_biased(s, x, w, ep.bias, y);
-  if (ep.has_post()) conv_epilogue_post(s, ep, y);
+  fwd_biased(s, x, w, ep, y);
 }
 
 template <class T>
 void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, HW = s.H * s.W, RS = s.R * s.S;
+  if (sparse_reach(s)) return naive_bwd_data(s, gy, w, gx);
   // Stride 1 with padding inside the kernel's reach: grad_x is the forward correlation of
   // grad_out (padded by (R-1)*dh - ph) with the flipped, transposed filters.
   if (s.sh == 1 && s.sw == 1 && s.ph <= (s.R - 1) * s.dh && s.pw <= (s.S - 1) * s.dw) {
@@ -720,20 +854,22 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
       auto wt = [w, Kg, Cg, RS, R, S](int64_t g, int64_t c, int64_t k, int64_t tap) {
         return w[((g * Kg + k) * Cg + c) * RS + (R - 1 - tap / S) * S + (S - 1 - tap % S)];
       };
-      return fwd_nhwc<T, 2>(t, gy, wt, static_cast<const T*>(nullptr), gx);
+      return fwd_nhwc<T, 2>(t, gy, wt, Epilogue<T>{}, gx);
     }
   }
   // gx[h'*sh + a] += gy[h' + (a + ph - r*dh) / sh] * w[r] for taps with an exact division.
   // Margins mt / ml shift the most negative offsets to >= 0.
   int64_t mt = 0, ml = 0, maxdy = 0, maxdx = 0;
-  for (int64_t a = 0; a < s.sh; ++a)
+  // Phases past the image (stride > H) hold no pixel: the loops stop at the image.
+  const int64_t nah = std::min(s.sh, s.H), nbw = std::min(s.sw, s.W);
+  for (int64_t a = 0; a < nah; ++a)
     for (int64_t r = 0; r < s.R; ++r)
       if ((a + s.ph - r * s.dh) % s.sh == 0) {
         const int64_t d = (a + s.ph - r * s.dh) / s.sh;
         mt = std::max(mt, -d);
         maxdy = std::max(maxdy, d);
       }
-  for (int64_t b = 0; b < s.sw; ++b)
+  for (int64_t b = 0; b < nbw; ++b)
     for (int64_t t = 0; t < s.S; ++t)
       if ((b + s.pw - t * s.dw) % s.sw == 0) {
         const int64_t d = (b + s.pw - t * s.dw) / s.sw;
@@ -756,8 +892,8 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   // Zero first: phases with no taps (stride > kernel) receive nothing.
   std::vector<TapConv<T>> prob;  // [phase][g]
   std::vector<int64_t> pa, pb;
-  for (int64_t a = 0; a < s.sh; ++a)
-    for (int64_t b = 0; b < s.sw; ++b) {
+  for (int64_t a = 0; a < nah; ++a)
+    for (int64_t b = 0; b < nbw; ++b) {
       std::vector<int64_t> taps, offs;
       for (int64_t r = 0; r < s.R; ++r)
         for (int64_t t = 0; t < s.S; ++t)
@@ -797,21 +933,26 @@ void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
   const double img_outer = double(s.N) * ceil_div(JBmax, 8) * KB * panel;
   const double flt_outer = double(ceil_div(KB, KBG)) * s.N * Kg * PL * sizeof(T) * np / G;
   if (flt_outer < img_outer) {
+    // As in the forward, few images also split each phase's j-blocks into js ranges.
     const int64_t KGn = ceil_div(KB, KBG);
     const int64_t ns = std::min<int64_t>(s.N, ceil_div(4 * nth, np * KGn));
-    const int64_t tasks = np * KGn * ns;
-#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Kg * RS * 32 * ceil_div(PL, 32)))
+    const int64_t js =
+        std::max<int64_t>(1, std::min<int64_t>(JBmax, ceil_div(4 * nth, np * KGn * ns)));
+    const int64_t tasks = np * KGn * ns * js;
+#pragma omp parallel num_threads(threads_for(tasks, 2 * MR * Kg * RS * 32 * ceil_div(PL, 32 * js)))
     {
       Tmp<T> tmp;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t part = task % ns, pk = task / ns, kg = pk % KGn, pi = pk / KGn;
+        const int64_t jp = task % js, part = task / js % ns, pk = task / (js * ns);
+        const int64_t kg = pk % KGn, pi = pk / KGn;
         const TapConv<T>& pr = prob[pi];
         const int64_t JBn = pr.Po * pr.Qo == 0 ? 0 : pr.jblocks();
+        const int64_t jb0 = JBn * jp / js, jb1 = JBn * (jp + 1) / js;
         for (int64_t n = s.N * part / ns; n < s.N * (part + 1) / ns; ++n) {
           const T* sp = src + (n * s.K + (pi % G) * Kg) * PL;
           auto put = put_bwd(n, pi);
-          for (int64_t jb = 0; jb < JBn; ++jb)
+          for (int64_t jb = jb0; jb < jb1; ++jb)
             for (int64_t kb = kg * KBG; kb < std::min(KB, (kg + 1) * KBG); ++kb)
               pr.run(kb, jb, sp, tmp.v.data(), put);
         }
@@ -893,6 +1034,7 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
     std::fill(gw, gw + total, T(0));
     return;
   }
+  if (sparse_reach(s)) return naive_bwd_weight(s, gy, x, gw);
   constexpr int L = Simd<T>::L;
   // Channels-last outer-product kernel when the k tile is at least half used; the
   // inner-product kernel below serves few filters per group (depthwise and the like).

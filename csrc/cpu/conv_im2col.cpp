@@ -282,13 +282,18 @@ void conv_im2col_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * geo.RS;
   const int nt = num_threads();
   for (int64_t g = 0; g < s.groups; ++g) {
+    // Residual and clamp ride on the GEMM's final-k-pass stores (gemm_driver.h Post).
+    gemm_detail::Post<T> post;
+    post.on = ep.has_post();
+    post.residual = ep.residual ? ep.residual + g * Kg * geo.PQ : nullptr;
+    post.lo = ep.lo;
+    post.hi = ep.hi;
     gemm_detail::run<T>(Kg, s.N * geo.PQ, CRS, T(1),
                         gemm_detail::StridedPackA<T>{w + g * Kg * CRS, CRS, false},
                         Im2colPackB<T>{geo, x + g * Cg * geo.HW}, T(0), y + g * Kg * geo.PQ,
                         geo.PQ, BatchCols{geo.PQ, s.K * geo.PQ}, bias ? bias + g * Kg : nullptr,
-                        nt);
+                        nt, post);
   }
-  if (ep.has_post()) conv_epilogue_post(s, ep, y);
 }
 
 template <class T>

@@ -27,7 +27,9 @@
 #include "cpu/simd.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -447,9 +449,11 @@ struct Chunk {
 
   // M row of filter k is Mbuf + (k - kbase) * ld, transform element xi at + xi * xs.
   void output(const std::vector<Segment>& segs, int64_t k0, int64_t k1, const T* Mbuf,
-              int64_t kbase, int64_t xs, const T* bias, T* y) const {
+              int64_t kbase, int64_t xs, const Epilogue<T>& ep, T* y) const {
     const int64_t K = s.K, P = s.P, Q = s.Q;
     alignas(64) T ybuf[m][m][L];
+    const T* bias = ep.bias;
+    const bool post = ep.has_post();
     for (const Segment& g : segs) {
       const int64_t nv = (g.cnt + L - 1) / L * L;
       for (int64_t k = k0; k < k1; ++k) {
@@ -476,7 +480,12 @@ struct Chunk {
           for (int64_t l = 0; l < nt; ++l) {
             T* yt = yk + jn * K * P * Q + g.th * m * Q + u * m;
             const int64_t cols = std::min<int64_t>(m, Q - u * m);
-            if (cols == m) {
+            if (post) {  // residual and clamp in the store (epilogue.h); bias is in ybuf
+              const T* rt = ep.residual ? ep.residual + (yt - y) : nullptr;
+              for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < cols; ++j)
+                  yt[i * Q + j] = ep.act(ybuf[i][j][l] + (rt ? rt[i * Q + j] : T(0)));
+            } else if (cols == m) {
               for (int i = 0; i < rows; ++i)
                 for (int j = 0; j < m; ++j) yt[i * Q + j] = ybuf[i][j][l];
             } else {
@@ -495,7 +504,8 @@ struct Chunk {
 };
 
 template <class T, int m>
-void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* bias, T* y) {
+void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const Epilogue<T>& ep, T* y,
+                   const T* Upre = nullptr) {
   using CH = Chunk<T, m>;
   constexpr int L = CH::L, a = CH::a, A2 = CH::A2, TB = CH::TB;
   const int64_t C = s.C, K = s.K;
@@ -533,8 +543,12 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
   const CH ch{s, TW, tiles_img, Kp, ld, seg_max + NB, NB, vsz};
 
   if (!fused) {
-    T* U = workspace<T>(0, size_t(A2) * Kp * C);
-    transform_filters<T, m>(K, Kp, C, tp, U);
+    const T* U = Upre;
+    if (!U) {
+      T* Uw = workspace<T>(0, size_t(A2) * Kp * C);
+      transform_filters<T, m>(K, Kp, C, tp, Uw);
+      U = Uw;
+    }
     const int64_t flops_chunk = int64_t(2) * A2 * K * C * Tc;
 #pragma omp parallel num_threads(threads_for(nchunks, flops_chunk))
     {
@@ -549,7 +563,7 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
         ch.input(segs, 0, C, x, Vbuf, phbuf.data());
         ch.zero_tail(0, C, t1 - t0, Vbuf);
         ch.gemm(0, A2 * KB, (t1 - t0 + TB - 1) / TB * TB, U, Vbuf, Mbuf);
-        ch.output(segs, 0, K, Mbuf, 0, K * ld, bias, y);
+        ch.output(segs, 0, K, Mbuf, 0, K * ld, ep, y);
       }
     }
     return;
@@ -588,11 +602,13 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
       for (int64_t kg = 0; kg < KB; kg += KG) {
         const int64_t nkb = std::min<int64_t>(KG, KB - kg), k0 = kg * MR;
         const int64_t rows = nkb * MR, kv = std::min(rows, K - k0);
-        for (int64_t i = 0; i < rows; ++i)
-          filter_row<T, m>(k0 + i, K, C, tp, Ublk, rows, i);
+        // Prepacked filters (inference) are already U[xi][Kp][C]: read this piece's rows.
+        if (!Upre)
+          for (int64_t i = 0; i < rows; ++i)
+            filter_row<T, m>(k0 + i, K, C, tp, Ublk, rows, i);
         for (int xi = 0; xi < A2; ++xi) {
           const T* Vx = Vbuf + size_t(xi) * vsz;
-          const T* Ux = Ublk + size_t(xi) * rows * C;
+          const T* Ux = Upre ? Upre + (size_t(xi) * Kp + k0) * C : Ublk + size_t(xi) * rows * C;
           T* Mx = Mblk + size_t(xi) * rows * ld;
           // Panel-outer: the MR x C filter panel stays in L1 while the V columns of the
           // chunk (an L2-sized block) stream past it.
@@ -603,15 +619,16 @@ void winograd_core(const ConvShape& s, const T* x, const Taps<T>& tp, const T* b
               micro_gemm<T>(C, Ux + b * MR * C, C, Vx + tb * C, TB, Mx + b * MR * ld + tb, ld, kvb);
           }
         }
-        ch.output(segs, k0, k0 + kv, Mblk, k0, rows * ld, bias, y);
+        ch.output(segs, k0, k0 + kv, Mblk, k0, rows * ld, ep, y);
       }
     }
   }
 }
 
 template <class T, int m>
-void fwd_m(const ConvShape& s, const T* x, const T* w, const T* bias, T* y) {
-  winograd_core<T, m>(s, x, Taps<T>{w, 9 * s.C, 9, false}, bias, y);
+void fwd_m(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y,
+           const T* Upre = nullptr) {
+  winograd_core<T, m>(s, x, Taps<T>{w, 9 * s.C, 9, false}, ep, y, Upre);
 }
 
 template <class T, int m>
@@ -623,24 +640,95 @@ void bwd_m(const ConvShape& s, const T* gy, const T* w, T* gx) {
   t.K = s.C; t.R = 3; t.S = 3; t.P = s.H; t.Q = s.W;
   t.sh = t.sw = 1; t.dh = t.dw = 1; t.groups = 1;
   t.ph = 2 - s.ph; t.pw = 2 - s.pw;
-  winograd_core<T, m>(t, gy, Taps<T>{w, 9, 9 * s.C, true}, static_cast<const T*>(nullptr), gx);
+  winograd_core<T, m>(t, gy, Taps<T>{w, 9, 9 * s.C, true}, Epilogue<T>{}, gx);
 }
 
 }  // namespace
+
+// Winograd mixes every input of a tile into every output of it, and its transforms
+// amplify values by up to ~1e2 (F(2,3)) / ~1e4 (F(4,3)) before they cancel: one NaN or
+// Inf input would poison the whole tile (torch: only the outputs that read it), +Inf
+// would become Inf - Inf = NaN, and finite float32 inputs near 1e36 would overflow.
+// Such inputs are rare, and one max-abs pass finds them at a few percent of the
+// convolution's cost; the direct kernel then computes the exact IEEE answer.
+template <class T>
+T max_abs(const T* p, int64_t n) {
+  T mx = 0;
+  bool bad = false;
+  constexpr T big = std::numeric_limits<T>::max();
+#pragma omp parallel for schedule(static) reduction(max : mx) reduction(|| : bad) \
+    num_threads(threads_for(n / 4096 + 1, 4096))
+  for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+    const int64_t i1 = std::min(n, i0 + 4096);
+    T m = 0;
+    bool b = false;
+#pragma omp simd reduction(max : m) reduction(|| : b)
+    for (int64_t i = i0; i < i1; ++i) {
+      const T a = std::fabs(p[i]);
+      b = b || !(a <= big);  // Inf or NaN
+      m = a > m ? a : m;
+    }
+    mx = std::max(mx, m);
+    bad = bad || b;
+  }
+  return bad ? std::numeric_limits<T>::infinity() : mx;
+}
+
+// Whether the transforms stay finite for inputs up to xmax and filters up to wmax.
+template <class T>
+bool winograd_safe(T xmax, T wmax, int64_t C, int m) {
+  const double amp = m == 4 ? 1e4 : 1e2;
+  const double bound = double(xmax) * double(wmax) * 9.0 * double(std::max<int64_t>(C, 1)) * amp;
+  return bound <= 0.5 * double(std::numeric_limits<T>::max());  // false for Inf / NaN too
+}
 
 template <class T>
 void conv_winograd_fwd(const ConvShape& s, int m, const T* x, const T* w, const Epilogue<T>& ep,
                        T* y) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
-  if (m == 2) fwd_m<T, 2>(s, x, w, ep.bias, y);
-  else if (m == 4) fwd_m<T, 4>(s, x, w, ep.bias, y);
+  if (!winograd_safe(max_abs(x, s.N * s.C * s.H * s.W), max_abs(w, s.K * s.C * 9), s.C, m))
+    return conv_direct_fwd(s, x, w, ep, y);
+  if (m == 2) fwd_m<T, 2>(s, x, w, ep, y);
+  else if (m == 4) fwd_m<T, 4>(s, x, w, ep, y);
   else throw std::invalid_argument("winograd: m must be 2 or 4");
-  if (ep.has_post()) conv_epilogue_post(s, ep, y);
+}
+
+// Inference: the transformed filters U[xi][Kp][C] (Kp = K rounded up to MR) computed
+// once, so that conv_winograd_fwd_packed skips the per-call transform (at batch 1 on
+// 7 x 7 and 14 x 14 layers the transform costs as much as the rest of the forward).
+// The last value holds max |w| (Inf if w has a non-finite value) for winograd_safe.
+int64_t conv_winograd_packed_len(int64_t K, int64_t C, int m) {
+  const int64_t a = m + 2, Kp = (K + MR - 1) / MR * MR;
+  return a * a * Kp * C + 1;
+}
+
+template <class T>
+void conv_winograd_pack(int64_t K, int64_t C, int m, const T* w, T* U) {
+  const Taps<T> tp{w, 9 * C, 9, false};
+  const int64_t Kp = (K + MR - 1) / MR * MR;
+  if (m == 2) transform_filters<T, 2>(K, Kp, C, tp, U);
+  else if (m == 4) transform_filters<T, 4>(K, Kp, C, tp, U);
+  else throw std::invalid_argument("winograd: m must be 2 or 4");
+  U[conv_winograd_packed_len(K, C, m) - 1] = max_abs(w, K * C * 9);
+}
+
+template <class T>
+void conv_winograd_fwd_packed(const ConvShape& s, int m, const T* x, const T* w, const T* U,
+                              const Epilogue<T>& ep, T* y) {
+  if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
+  const T wmax = U[conv_winograd_packed_len(s.K, s.C, m) - 1];
+  if (!winograd_safe(max_abs(x, s.N * s.C * s.H * s.W), wmax, s.C, m))
+    return conv_direct_fwd(s, x, w, ep, y);
+  if (m == 2) fwd_m<T, 2>(s, x, w, ep, y, U);
+  else if (m == 4) fwd_m<T, 4>(s, x, w, ep, y, U);
+  else throw std::invalid_argument("winograd: m must be 2 or 4");
 }
 
 template <class T>
 void conv_winograd_bwd_data(const ConvShape& s, int m, const T* gy, const T* w, T* gx) {
   if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
+  if (!winograd_safe(max_abs(gy, s.N * s.K * s.P * s.Q), max_abs(w, s.K * s.C * 9), s.K, m))
+    return conv_direct_bwd_data(s, gy, w, gx);
   if (m == 2) return bwd_m<T, 2>(s, gy, w, gx);
   if (m == 4) return bwd_m<T, 4>(s, gy, w, gx);
   throw std::invalid_argument("winograd: m must be 2 or 4");
@@ -648,7 +736,10 @@ void conv_winograd_bwd_data(const ConvShape& s, int m, const T* gy, const T* w, 
 
 #define FC_INSTANTIATE(T)                                                                     \
   template void conv_winograd_fwd<T>(const ConvShape&, int, const T*, const T*, const Epilogue<T>&, T*); \
-  template void conv_winograd_bwd_data<T>(const ConvShape&, int, const T*, const T*, T*);
+  template void conv_winograd_bwd_data<T>(const ConvShape&, int, const T*, const T*, T*); \
+  template void conv_winograd_pack<T>(int64_t, int64_t, int, const T*, T*);            \
+  template void conv_winograd_fwd_packed<T>(const ConvShape&, int, const T*, const T*, const T*, \
+                                            const Epilogue<T>&, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 #undef FC_INSTANTIATE

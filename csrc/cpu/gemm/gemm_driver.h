@@ -1,6 +1,8 @@
 // BLIS-style GEMM driver shared by gemm.cpp and the im2col convolution.
 //
 // C[i, off(j)] = alpha * sum_k A(i,k) B(k,j) + beta * C[...] (+ bias[i])
+// and, optionally (Post), then C = clamp(C + residual[same index], lo, hi): the
+// convolution's output stage (common/epilogue.h) applied by the final k pass's stores.
 //
 // A and B are never read directly: a packer copies KC x NC blocks of B and MC x KC
 // blocks of A into contiguous, aligned micro-panels (NR columns / MR rows interleaved
@@ -18,6 +20,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #ifndef FC_ISA
@@ -27,6 +30,21 @@
 namespace fc {
 namespace FC_ISA {
 namespace gemm_detail {
+
+// The rest of a fused output stage beyond the bias: residual (indexed like C, relative
+// to the C pointer handed to run) and clamp. Applied only once every k block has been
+// summed into C (the bias goes with the first k block, this with the last).
+template <class T>
+struct Post {
+  const T* residual = nullptr;
+  T lo = -std::numeric_limits<T>::infinity(), hi = std::numeric_limits<T>::infinity();
+  bool on = false;
+  T apply(T v, int64_t at) const {
+    if (residual) v += residual[at];
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+  }
+};
 
 // Register tile and cache blocking per ISA and type. MR x NR accumulators must fit
 // the register file with room for NV B vectors and one broadcast: AVX-512 has 32 zmm
@@ -150,8 +168,8 @@ struct Micro {
 };
 
 template <class T, class ColMap>
-inline void tile(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const ColMap& off,
-                 int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta, const T* bias) {
+inline void tile_store(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const ColMap& off,
+                       int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta, const T* bias) {
   using M = Micro<T>;
   using V = typename M::V;
   constexpr int MR = M::MR, NR = M::NR;
@@ -202,6 +220,22 @@ inline void tile(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const Co
   }
 }
 
+// One micro-tile: multiply, store (alpha, beta, bias), and on the final k pass with a
+// fused output stage the rest of it over the tile just stored (still in L1), which
+// saves a second pass over C in memory.
+template <class T, class ColMap>
+inline void tile(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const ColMap& off,
+                 int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta, const T* bias,
+                 const Post<T>* post = nullptr) {
+  tile_store(kc, a, b, C, ldc, off, i0, j0, mr, nr, alpha, beta, bias);
+  if (post)
+    for (int i = 0; i < mr; ++i)
+      for (int jj = 0; jj < nr; ++jj) {
+        const int64_t at = (i0 + i) * ldc + off(j0 + jj);
+        C[at] = post->apply(C[at], at);
+      }
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The stationary-A path (see serial): packed A up to this size, B packed this many
@@ -226,7 +260,8 @@ inline void split(int64_t n, int nt, int t, int64_t& lo, int64_t& hi) {
 template <class T, class PackA, class PackB, class ColMap>
 void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo, int64_t k_hi,
             T alpha, const PackA& pack_a, const PackB& pack_b, T beta, T* C, int64_t ldc,
-            const ColMap& off, const T* bias, bool stationary_a) {
+            const ColMap& off, const T* bias, bool stationary_a,
+            const Post<T>& post = Post<T>{}) {
   using Bk = Blk<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR;
   const int64_t M = i_hi - i_lo, N = j_hi - j_lo, K = k_hi - k_lo;
@@ -253,6 +288,7 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
         const int64_t kc = std::min(kc_max, k_hi - pc);
         const T beta_eff = pc == k_lo ? beta : T(1);
         const T* bias_eff = pc == k_lo ? bias : nullptr;
+        const Post<T>* post_eff = post.on && pc + kc == k_hi ? &post : nullptr;
         pack_b(pc, kc, jc, nc, bpack);
         const T* ablk = apack + (pc - k_lo) * mp * MR;
         for (int64_t jp = 0; jp * NR < nc; ++jp) {
@@ -260,7 +296,7 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
           for (int64_t ip = 0; ip < mp; ++ip) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, M - ip * MR));
             tile(kc, ablk + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, i_lo + ip * MR,
-                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
+                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
           }
         }
       }
@@ -281,6 +317,7 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
       const int64_t kc = std::min(kc_max, k_hi - pc);
       const T beta_eff = pc == k_lo ? beta : T(1);
       const T* bias_eff = pc == k_lo ? bias : nullptr;
+      const Post<T>* post_eff = post.on && pc + kc == k_hi ? &post : nullptr;
       pack_b(pc, kc, jc, nc, bpack);
       for (int64_t ic = i_lo; ic < i_hi; ic += mc_max) {
         const int64_t mc = std::min(mc_max, i_hi - ic);
@@ -290,7 +327,7 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
           for (int64_t ip = 0; ip * MR < mc; ++ip) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
             tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
-                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff);
+                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
           }
         }
       }
@@ -321,7 +358,8 @@ inline Scratch& reduce_scratch() {
 // are bitwise identical for any number of threads.
 template <class T, class PackA, class PackB, class ColMap>
 void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const PackB& pack_b,
-         T beta, T* C, int64_t ldc, const ColMap& off, const T* bias, int nthreads) {
+         T beta, T* C, int64_t ldc, const ColMap& off, const T* bias, int nthreads,
+         const Post<T>& post = Post<T>{}) {
   using Bk = Blk<T>;
   constexpr int MR = Bk::MR, NR = Bk::NR;
   if (M <= 0 || N <= 0) return;
@@ -331,6 +369,7 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
       for (int64_t j = 0; j < N; ++j) {
         T* cp = C + i * ldc + off(j);
         *cp = (beta != T(0) ? beta * *cp : T(0)) + (bias ? bias[i] : T(0));
+        if (post.on) *cp = post.apply(*cp, i * ldc + off(j));
       }
     return;
   }
@@ -372,6 +411,14 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
         const T* part = partial + (static_cast<size_t>(c - 1) * M + i) * N;
         for (int64_t j = 0; j < N; ++j) C[i * ldc + off(j)] += part[j];
       }
+    if (post.on) {  // after the last partial sum is in
+#pragma omp parallel for schedule(static) num_threads(rt) if (rt > 1)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          const int64_t at = i * ldc + off(j);
+          C[at] = post.apply(C[at], at);
+        }
+    }
     return;
   }
 
@@ -386,7 +433,7 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
     else nt = 1;
   }
   if (nt == 1) {
-    serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias, stat);
+    serial(0, M, 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off, bias, stat, post);
     return;
   }
 #pragma omp parallel num_threads(nt)
@@ -396,11 +443,11 @@ void run(int64_t M, int64_t N, int64_t K, T alpha, const PackA& pack_a, const Pa
     if (by_rows) {
       split(ceil_div(M, MR), nth, tid, lo, hi);
       serial(lo * MR, std::min(M, hi * MR), 0, N, 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
-             bias, stat);
+             bias, stat, post);
     } else {
       split(ceil_div(N, NR), nth, tid, lo, hi);
       serial(0, M, lo * NR, std::min(N, hi * NR), 0, K, alpha, pack_a, pack_b, beta, C, ldc, off,
-             bias, stat);
+             bias, stat, post);
     }
   }
 }

@@ -30,20 +30,51 @@ def _winograd_m(algo: str) -> int:
 _NO_CLAMP = (-np.inf, np.inf)
 
 
-def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None):
+def prepack(w, spec, algo):
+    """The filters ``w`` transformed once for ``algo``, to pass as ``packed=`` to
+    ``conv2d_forward`` (inference: the forward then skips its per-call transform).
+
+    Returns a 1-D array of ``w``'s dtype for ``winograd_f23`` / ``winograd_f43`` (the
+    (m+2)^2 transformed filter matrices), or None for algorithms with nothing to
+    prepack. The array is a snapshot: later changes to ``w`` are not seen.
+    """
+    if not algo.startswith("winograd"):
+        return None
+    w = np.ascontiguousarray(w)
+    if w.dtype not in (np.float32, np.float64) or w.ndim != 4:
+        raise TypeError(f"prepack: w must be a float32/float64 (K, C, 3, 3) array, got "
+                        f"{w.dtype} with shape {w.shape}")
+    m = _winograd_m(algo)
+    packed = np.empty(_native.conv_winograd_packed_len(w.shape[0], w.shape[1], m), w.dtype)
+    _native.conv_winograd_pack(w, m, packed)
+    return packed
+
+
+def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None, packed=None):
     """y = clamp(conv2d(x, w) + b + residual, *clamp), all in the kernel's output stage.
 
     ``residual`` (shaped like y, C-contiguous, same dtype) and ``clamp`` ((lo, hi):
     (0, inf) is ReLU, (0, 6) ReLU6) are the fused-inference extras; ``out`` is an
-    optional preallocated y (C-contiguous, right shape and dtype, not overlapping x).
+    optional preallocated y (C-contiguous, right shape and dtype, not overlapping x);
+    ``packed`` is ``prepack(w, spec, algo)`` (None: transform ``w`` in this call).
     """
     y = np.empty(spec.y_shape, x.dtype) if out is None else out
     if spec.N == 0:
         return y
     fn = getattr(_native, _BINDINGS[algo][0])
     lo, hi = clamp
+    if packed is not None:
+        if not algo.startswith("winograd"):
+            raise ValueError(f"packed: algo {algo!r} takes no prepacked filters")
+        # Checked here: the binding's optional array would otherwise take a converted
+        # temporary of the wrong dtype.
+        if not (isinstance(packed, np.ndarray) and packed.dtype == x.dtype and packed.ndim == 1
+                and packed.flags.c_contiguous):
+            raise TypeError(f"packed must be a 1-D C-contiguous {x.dtype} array from "
+                            f"prepack(); got {type(packed).__name__} "
+                            f"{getattr(packed, 'dtype', '')} {getattr(packed, 'shape', '')}")
     if algo.startswith("winograd"):
-        fn(x, w, b, y, spec.padding, _winograd_m(algo), residual, lo, hi)
+        fn(x, w, b, y, spec.padding, _winograd_m(algo), residual, lo, hi, packed)
     else:
         fn(x, w, b, y, spec.stride, spec.padding, spec.dilation, spec.groups, residual, lo, hi)
     return y
