@@ -64,29 +64,29 @@ T* workspace(int slot, size_t n) {
   return scratch(buf[slot], n);
 }
 
-template <class T>
-using Acc = typename Simd<T>::V[MR][NV];
+template <class T, int NW = NV>
+using Acc = typename Simd<T>::V[MR][NW];
 
-// acc[i][t] = sum_{c < cn} wp[c*MR + i] * src[c*cs + t*L ...]
-template <class T>
+// acc[i][t] = sum_{c < cn} wp[c*MR + i] * src[c*cs + t*L ...], t < NW vectors
+template <class T, int NW>
 inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __restrict wp,
-                  Acc<T>& acc) {
+                  Acc<T, NW>& acc) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
-    for (int t = 0; t < NV; ++t) acc[i][t] = V{};
+    for (int t = 0; t < NW; ++t) acc[i][t] = V{};
   for (int64_t c = 0; c < cn; ++c) {
-    V xv[NV];
+    V xv[NW];
 #pragma GCC unroll 2
-    for (int t = 0; t < NV; ++t) xv[t] = S::load(src + c * cs + t * L);
+    for (int t = 0; t < NW; ++t) xv[t] = S::load(src + c * cs + t * L);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       const V wv = S::splat(wp[c * MR + i]);
 #pragma GCC unroll 2
-      for (int t = 0; t < NV; ++t) acc[i][t] += wv * xv[t];
+      for (int t = 0; t < NW; ++t) acc[i][t] += wv * xv[t];
     }
   }
 }
@@ -94,20 +94,20 @@ inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __re
 // Stores kv rows x ncols columns of acc at y (row stride ys). Not the first C block: adds
 // what y holds. The last C block: the output stage (bias[k], residual at the same offset
 // from res as from y, clamp), applied in the store.
-template <class T>
-inline void store(Acc<T>& acc, int kv, int64_t ncols, T* y, int64_t ys, bool first, bool last,
+template <class T, int NW>
+inline void store(Acc<T, NW>& acc, int kv, int64_t ncols, T* y, int64_t ys, bool first, bool last,
                   const T* bias, const T* res, T lo, T hi, bool clamp) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
-  if (ncols == NV * L) {
+  if (ncols == NW * L) {
     for (int i = 0; i < kv; ++i) {
       T* yr = y + i * ys;
       const T* rr = res ? res + i * ys : nullptr;
       const V b = S::splat(bias && last ? bias[i] : T(0));
       const V vlo = S::splat(lo), vhi = S::splat(hi);
 #pragma GCC unroll 2
-      for (int t = 0; t < NV; ++t) {
+      for (int t = 0; t < NW; ++t) {
         V v = acc[i][t];
         if (!first) v += S::load(yr + t * L);
         if (last) {
@@ -123,11 +123,11 @@ inline void store(Acc<T>& acc, int kv, int64_t ncols, T* y, int64_t ys, bool fir
     }
     return;
   }
-  T tmp[NV * Simd<T>::L];
+  T tmp[NW * Simd<T>::L];
   for (int i = 0; i < kv; ++i) {
     T* yr = y + i * ys;
     const T* rr = res ? res + i * ys : nullptr;
-    for (int t = 0; t < NV; ++t) S::store(tmp + t * L, acc[i][t]);
+    for (int t = 0; t < NW; ++t) S::store(tmp + t * L, acc[i][t]);
     for (int64_t u = 0; u < ncols; ++u) {
       T v = tmp[u];
       if (!first) v += yr[u];
@@ -236,15 +236,26 @@ void product(const Geo& g, const T* x, const T* wp, const Epilogue<T>& ep, T* y)
           const T* wk = wp + ((gi * KB + kb) * g.Cg + c0) * MR;
           const int kv = int(std::min<int64_t>(MR, g.Kg - kb * MR));
           const int64_t k0 = kb * MR;
-          Acc<T> acc;
           for (int64_t jj = 0; jj < jn; jj += JW) {
             const int64_t j = j0 + jj, nc = std::min(JW, jn - jj);
-            if (jj < jdir)
-              micro<T>(cn, xb + c0 * g.PQ + j, g.PQ, wk, acc);
-            else
-              micro<T>(cn, buf + c0 * jw + (jj - jdir), jw, wk, acc);
-            store<T>(acc, kv, nc, yb + k0 * g.PQ + j, g.PQ, first, last, bb ? bb + k0 : nullptr,
-                     rb ? rb + k0 * g.PQ + j : nullptr, ep.lo, ep.hi, clamp);
+            T* yt = yb + k0 * g.PQ + j;
+            const T* bt = bb ? bb + k0 : nullptr;
+            const T* rt = rb ? rb + k0 * g.PQ + j : nullptr;
+            if (jj < jdir) {
+              Acc<T> acc;
+              micro<T, NV>(cn, xb + c0 * g.PQ + j, g.PQ, wk, acc);
+              store<T, NV>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
+            } else if (nc <= Simd<T>::L) {
+              // A last tile of at most one vector (7 x 7 planes: 49 = 3 x 16 + 1) costs
+              // half a full one.
+              Acc<T, 1> acc;
+              micro<T, 1>(cn, buf + c0 * jw + (jj - jdir), jw, wk, acc);
+              store<T, 1>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
+            } else {
+              Acc<T> acc;
+              micro<T, NV>(cn, buf + c0 * jw + (jj - jdir), jw, wk, acc);
+              store<T, NV>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
+            }
           }
         }
       }
