@@ -31,10 +31,13 @@ where the amount of independent work depends on it.
   keeps both cores busy.
 * Winograd F(4,3) needs enough 4x4 output tiles, ``N * ceil(P/4) * ceil(Q/4)``: its
   transform-domain GEMMs are (K x C) . (C x tiles), and with fewer than
-  ``_MIN_WINOGRAD_TILES`` tiles (batch 1 at 14x14 has 16, at 7x7 has 4; batch 2 at 7x7
-  has 8) they are too narrow to fill a register tile per thread while the filter
-  transform (K*C 6x6 tiles, per call) is not amortised. Those layers take the ``direct``
-  kernel (its channels-last path serves small planes).
+  ``_MIN_WINOGRAD_TILES`` = 16 tiles (batch 1 at 7x7 has 4, batch 2 at 7x7 has 8; batch 1
+  at 14x14 has 16) they are too narrow to fill a register tile per thread while the
+  filter transform (K*C 6x6 tiles, per call) is not amortised. Those layers take the
+  ``direct`` kernel (its channels-last path serves small planes). Measured at batch 1
+  (1 thread, min of 10 calls, ``bench/conv_layers_ort.py --threads 1 --stat min``): on
+  512@7x7 direct 9.7 ms vs F(4,3) 17.6 ms; on 256@14x14 (16 tiles) F(4,3) 6.5 ms vs
+  direct 10.8 ms, hence 16 and not 32.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -59,7 +62,7 @@ _MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
 # Fewest 4x4 output tiles (over the whole batch) for which native Winograd F(4,3) is picked.
-_MIN_WINOGRAD_TILES = 32
+_MIN_WINOGRAD_TILES = 16
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
