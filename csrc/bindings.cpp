@@ -10,6 +10,7 @@ namespace nb = nanobind;
 
 namespace fc::bind {
 void bind_conv_direct(nb::module_& m);
+void bind_conv_pointwise(nb::module_& m);
 void bind_conv_im2col(nb::module_& m);
 void bind_conv_winograd(nb::module_& m);
 void bind_gemm(nb::module_& m);
@@ -36,6 +37,7 @@ NB_MODULE(_native, m) {
   m.def("num_threads", &fc::num_threads);
   m.def("set_num_threads", &fc::set_num_threads, nb::arg("n"));
   fc::bind::bind_conv_direct(m);
+  fc::bind::bind_conv_pointwise(m);
   fc::bind::bind_conv_im2col(m);
   fc::bind::bind_conv_winograd(m);
   fc::bind::bind_gemm(m);

@@ -13,11 +13,31 @@ Zen 4 CI box; figures in bench/README.md):
   im2col GEMM on every such ResNet-18 and LeNet layer measured (1.1x-1.5x on ResNet's
   3x3 layers, 2x-5x on LeNet's thin 5x5 layers, whose GEMM would be nearly empty), and
   on depthwise layers.
-* ``im2col`` (the packed GEMM with im2col fused into its packing) for 1x1 kernels, where
-  a convolution is a plain GEMM (except a forward pass with a shallow reduction, at
-  most 64 input channels per group, which the direct kernel does 1.3x-2x faster), and
-  for strided data gradients (the direct kernel's phase-decomposed path is 1.2x-1.5x
-  slower on the stem and ResNet's downsampling layers).
+* ``im2col`` (the packed GEMM with im2col fused into its packing) for 1x1 weight
+  gradients (a GEMM reducing over pixels; except thin layers), and for strided data
+  gradients of larger kernels (the direct kernel's phase-decomposed path is 1.2x-1.5x
+  slower on the stem and ResNet's 3x3 downsampling layers). 1x1 forward passes and data
+  gradients: see the pointwise rule below.
+
+Small batches (issue 13; ``python bench/conv_layers_ort.py --batch 1,8 --algos`` and
+``python bench/conv_cpu.py --batch 16``): the batch size ``spec.N`` enters the decision
+where the amount of independent work depends on it.
+
+* 1x1 layers with padding 0 go to ``direct`` for the forward pass and the data gradient
+  at every batch size: ``direct`` runs them on the pointwise kernel
+  (csrc/cpu/conv_pointwise.cpp), a GEMM that reads the activation rows in place where
+  the im2col path first copies them into packed panels (a full copy of x for a stride-1
+  1x1 layer), and that splits filters as well as columns over the threads, so one image
+  keeps both cores busy.
+* Winograd F(4,3) needs enough 4x4 output tiles, ``N * ceil(P/4) * ceil(Q/4)``: its
+  transform-domain GEMMs are (K x C) . (C x tiles), and with fewer than
+  ``_MIN_WINOGRAD_TILES`` = 16 tiles (batch 1 at 7x7 has 4, batch 2 at 7x7 has 8; batch 1
+  at 14x14 has 16) they are too narrow to fill a register tile per thread while the
+  filter transform (K*C 6x6 tiles, per call) is not amortised. Those layers take the
+  ``direct`` kernel (its channels-last path serves small planes). Measured at batch 1
+  (1 thread, min of 10 calls, ``bench/conv_layers_ort.py --threads 1 --stat min``): on
+  512@7x7 direct 9.7 ms vs F(4,3) 17.6 ms; on 256@14x14 (16 tiles) F(4,3) 6.5 ms vs
+  direct 10.8 ms, hence 16 and not 32.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -41,6 +61,8 @@ from __future__ import annotations
 _MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
+# Fewest 4x4 output tiles (over the whole batch) for which native Winograd F(4,3) is picked.
+_MIN_WINOGRAD_TILES = 16
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
@@ -75,7 +97,7 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
             if algo in candidates:
                 return algo
         return candidates[0]
-    if wide_winograd:
+    if wide_winograd and _winograd_tiles(spec) >= _MIN_WINOGRAD_TILES:
         return "winograd_f43"
     if "im2col" not in candidates:
         return "direct" if "direct" in candidates else candidates[0]
@@ -84,9 +106,22 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
     return "im2col" if _im2col_wins(op, spec, Cg) else "direct"
 
 
+def _winograd_tiles(spec) -> int:
+    """4x4 output tiles of F(4,3) over the whole batch (the transform GEMMs' width)."""
+    return spec.N * -(-spec.P // 4) * -(-spec.Q // 4)
+
+
+def _pointwise(spec) -> bool:
+    """1x1 with padding 0: the direct algorithm runs it on the pointwise kernel."""
+    return (spec.R, spec.S) == (1, 1) and tuple(spec.padding) == (0, 0) and \
+        tuple(getattr(spec, "padding_end", (0, 0))) == (0, 0)
+
+
 def _im2col_wins(op: str, spec, Cg: int) -> bool:
     if spec.groups > 1 and Cg == 1:
         return False  # depthwise: a GEMM of one row per group
+    if _pointwise(spec) and op in ("conv2d_forward", "conv2d_backward_data"):
+        return False  # the pointwise kernel: no copy of the activation, filters x columns
     if (spec.R, spec.S) == (1, 1):
         if min(Cg, spec.K // spec.groups) < _MIN_GEMM_ROWS:
             return False  # the GEMM's 14-row register tile would be mostly padding

@@ -181,8 +181,8 @@ def test_cuda_heuristic_decisions():
 def test_native_heuristic_decisions(op):
     """algo='auto' on native (the rules in _heuristics.py, measured on ResNet-18 and LeNet
     layers): Winograd F(4,3) for wide 3x3 stride-1 layers, direct for other spatial
-    kernels and depthwise, im2col for 1x1 layers (but a shallow 1x1 forward) and for
-    strided data gradients."""
+    kernels, depthwise and 1x1 forward / data gradients (the pointwise kernel), im2col
+    for 1x1 weight gradients and for strided data gradients of larger kernels."""
     from fastconv._heuristics import pick
 
     every = ["direct", "im2col", "winograd_f23", "winograd_f43"]
@@ -204,10 +204,12 @@ def test_native_heuristic_decisions(op):
     assert pick("native", op, stem, "float32", two) == ("im2col" if bwd_data else "direct")
     lenet = spec((32, 1, 32, 32), (6, 1, 5, 5))
     assert pick("native", op, lenet, "float32", two) == "direct"
+    # 1x1: the pointwise kernel (direct) but for the weight gradient
     down = spec((16, 64, 56, 56), (128, 64, 1, 1), stride=2)
-    assert pick("native", op, down, "float32", two) == ("direct" if fwd else "im2col")
+    bwd_w = op == "conv2d_backward_weight"
+    assert pick("native", op, down, "float32", two) == ("im2col" if bwd_w else "direct")
     deep1x1 = spec((16, 256, 56, 56), (64, 256, 1, 1))
-    assert pick("native", op, deep1x1, "float32", two) == "im2col"
+    assert pick("native", op, deep1x1, "float32", two) == ("im2col" if bwd_w else "direct")
     thin1x1 = spec((16, 2, 8, 8), (64, 2, 1, 1))
     assert pick("native", op, thin1x1, "float32", two) == "direct"
     dw = spec((8, 32, 56, 56), (32, 1, 3, 3), padding=1, groups=32)

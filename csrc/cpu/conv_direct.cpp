@@ -833,11 +833,13 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogu
 
 template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
+  if (pointwise_serves(s)) return conv_pointwise_fwd<T>(s, x, w, nullptr, ep, y);
   fwd_biased(s, x, w, ep, y);
 }
 
 template <class T>
 void conv_direct_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx) {
+  if (pointwise_serves(s)) return conv_pointwise_bwd_data<T>(s, gy, w, gx);
   if (s.N == 0 || s.C == 0 || s.H == 0 || s.W == 0) return;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, HW = s.H * s.W, RS = s.R * s.S;
   if (sparse_reach(s)) return naive_bwd_data(s, gy, w, gx);
@@ -1028,6 +1030,7 @@ void wgrad_block(int64_t N, int64_t len, const T* const* gyr, int64_t gy_ns, con
 
 template <class T>
 void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
+  if (pointwise_serves(s)) return conv_pointwise_bwd_weight<T>(s, gy, x, gw);
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S;
   const int64_t total = s.K * Cg * RS;
   if (s.N == 0 || s.P == 0 || s.Q == 0) {

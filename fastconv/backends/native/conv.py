@@ -1,6 +1,24 @@
 """Native convolution: picks the C++ entry point for an algorithm.
 
 An algorithm is available as soon as its bindings exist in ``fastconv._native``.
+
+Prepacked weights (for ``fastconv.compile``; the contract every algorithm follows):
+
+* ``prepack(w, spec, algo)`` returns an opaque 1-D array derived from ``w`` alone (no
+  activation), or ``None`` when ``algo`` has no prepacked form for ``spec``. It is valid for
+  that weight, that ``spec``'s filter shape / stride / padding / groups and that ``algo``,
+  on every ISA path (the layout does not depend on the ISA); any batch size and image
+  size that keeps the same layer parameters may use it.
+* ``conv2d_forward(..., packed=p)`` with ``p`` from ``prepack`` for the same (w, spec, algo)
+  skips the per-call packing; ``packed=None`` packs per call, as before. ``w`` is still
+  passed (shapes are read from it). A packed array from another algorithm or layer raises
+  ``ValueError`` (its size is checked) or gives wrong results (its contents are not).
+* Adding an algorithm: a pack binding, a forward binding that takes the packed array, and
+  a branch in ``prepack`` and ``conv2d_forward``.
+
+Today: ``winograd_f23`` / ``winograd_f43`` (the transformed filters:
+``_native.conv_winograd_pack``) and ``direct`` on 1x1 layers with padding 0 (the pointwise
+kernel's panels: ``_native.conv_pointwise_pack`` / ``conv_pointwise_fwd``).
 """
 from __future__ import annotations
 
@@ -30,23 +48,35 @@ def _winograd_m(algo: str) -> int:
 _NO_CLAMP = (-np.inf, np.inf)
 
 
-def prepack(w, spec, algo):
-    """The filters ``w`` transformed once for ``algo``, to pass as ``packed=`` to
-    ``conv2d_forward`` (inference: the forward then skips its per-call transform).
+def _pointwise(spec) -> bool:
+    """The direct algorithm's pointwise kernel serves ``spec`` (1x1, padding 0)."""
+    return (tuple(spec.w_shape[2:]) == (1, 1) and tuple(spec.padding) == (0, 0)
+            and hasattr(_native, "conv_pointwise_fwd"))
 
-    Returns a 1-D array of ``w``'s dtype for ``winograd_f23`` / ``winograd_f43`` (the
-    (m+2)^2 transformed filter matrices), or None for algorithms with nothing to
-    prepack. The array is a snapshot: later changes to ``w`` are not seen.
+
+def prepack(w, spec, algo):
+    """The filters ``w`` prepared once for ``algo``'s forward on layers like ``spec``, to
+    pass as ``packed=`` to ``conv2d_forward`` (inference: the forward then skips its
+    per-call packing), or None where ``algo`` has no prepacked form for it.
+
+    ``winograd_f23`` / ``winograd_f43``: a 1-D array of ``w``'s dtype holding the (m+2)^2
+    transformed filter matrices; ``direct`` on a 1x1 padding-0 layer: the pointwise
+    kernel's filter panels. The array is a snapshot: later changes to ``w`` are not seen.
     """
-    if not algo.startswith("winograd"):
+    if algo.startswith("winograd"):
+        w = np.ascontiguousarray(w)
+        if w.dtype not in (np.float32, np.float64) or w.ndim != 4:
+            raise TypeError(f"prepack: w must be a float32/float64 (K, C, 3, 3) array, got "
+                            f"{w.dtype} with shape {w.shape}")
+        m = _winograd_m(algo)
+        packed = np.empty(_native.conv_winograd_packed_len(w.shape[0], w.shape[1], m), w.dtype)
+        _native.conv_winograd_pack(w, m, packed)
+        return packed
+    if algo != "direct" or not _pointwise(spec):
         return None
     w = np.ascontiguousarray(w)
-    if w.dtype not in (np.float32, np.float64) or w.ndim != 4:
-        raise TypeError(f"prepack: w must be a float32/float64 (K, C, 3, 3) array, got "
-                        f"{w.dtype} with shape {w.shape}")
-    m = _winograd_m(algo)
-    packed = np.empty(_native.conv_winograd_packed_len(w.shape[0], w.shape[1], m), w.dtype)
-    _native.conv_winograd_pack(w, m, packed)
+    packed = np.empty(_native.conv_pointwise_packed_size(spec.K, spec.C, spec.groups), w.dtype)
+    _native.conv_pointwise_pack(w, packed, spec.groups)
     return packed
 
 
@@ -56,16 +86,13 @@ def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None
     ``residual`` (shaped like y, C-contiguous, same dtype) and ``clamp`` ((lo, hi):
     (0, inf) is ReLU, (0, 6) ReLU6) are the fused-inference extras; ``out`` is an
     optional preallocated y (C-contiguous, right shape and dtype, not overlapping x);
-    ``packed`` is ``prepack(w, spec, algo)`` (None: transform ``w`` in this call).
+    ``packed`` is ``prepack(w, spec, algo)`` (None: pack or transform ``w`` in this call).
     """
     y = np.empty(spec.y_shape, x.dtype) if out is None else out
     if spec.N == 0:
         return y
-    fn = getattr(_native, _BINDINGS[algo][0])
     lo, hi = clamp
     if packed is not None:
-        if not algo.startswith("winograd"):
-            raise ValueError(f"packed: algo {algo!r} takes no prepacked filters")
         # Checked here: the binding's optional array would otherwise take a converted
         # temporary of the wrong dtype.
         if not (isinstance(packed, np.ndarray) and packed.dtype == x.dtype and packed.ndim == 1
@@ -73,6 +100,13 @@ def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None
             raise TypeError(f"packed must be a 1-D C-contiguous {x.dtype} array from "
                             f"prepack(); got {type(packed).__name__} "
                             f"{getattr(packed, 'dtype', '')} {getattr(packed, 'shape', '')}")
+        if algo == "direct" and _pointwise(spec):
+            _native.conv_pointwise_fwd(x, w, packed, b, y, spec.stride, spec.groups, residual,
+                                       lo, hi)
+            return y
+        if not algo.startswith("winograd"):
+            raise ValueError(f"packed: algo {algo!r} has no prepacked form for this layer")
+    fn = getattr(_native, _BINDINGS[algo][0])
     if algo.startswith("winograd"):
         fn(x, w, b, y, spec.padding, _winograd_m(algo), residual, lo, hi, packed)
     else:
