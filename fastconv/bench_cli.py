@@ -13,8 +13,9 @@ _DESCRIPTION = """\
 Times every fastconv backend x algorithm, and PyTorch / NumPy / SciPy when installed, on the
 convolutions of real networks. Each implementation is validated against the NumPy
 reference before it is timed (FAIL: wrong result, not timed); times are medians after
-warm-up; GFLOP/s counts 2*N*K*P*Q*(C/groups)*R*S per pass; % peak is against a measured
-GEMM peak cached per machine; 'vs torch' = PyTorch ms / our ms in the same run.
+warm-up; GFLOP/s counts 2*N*K*P*Q*(C/groups)*R*S per pass; % peak is against the
+FMA-chain peak of the ISA in use (fastconv.benchmark.peak, cached per machine; the GEMM
+rate is printed beside it, only for reference); 'vs torch' = PyTorch ms / our ms in the same run.
 --tune SUITE instead pre-fills the autotune cache (see fastconv.autotune)."""
 SUITE_CHOICES = ("resnet18", "resnet50", "vgg16", "deepbench")
 QUICK_BATCH, QUICK_REPS = 2, 3
@@ -173,6 +174,7 @@ def _meta(args, threads, batch, peak, skipped):
             "dtype": args.dtype, "batch": batch, "quick": bool(args.quick),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "peak_gflops": peak["gflops"], "peak_method": peak["method"],
+            "gemm_gflops": peak.get("gemm_gflops"),
             "skipped": skipped, "argv": sys.argv[1:]}
     try:
         import torch
