@@ -1,8 +1,8 @@
 // Binding of the FMA-chain peak micro-benchmark (csrc/cpu/peak.cpp).
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "bind/arrays.h"
 #include "cpu/kernels.h"
@@ -11,40 +11,39 @@ namespace fc::bind {
 
 namespace {
 template <class T>
-double run_chains(int64_t iters, int threads) {
-  FC_DISPATCH(fma_chains<T>(iters, threads));
+double run_chains(int64_t iters, int threads, double* thread_seconds) {
+  FC_DISPATCH(fma_chains<T>(iters, threads, thread_seconds));
 }
 template <class T>
 int64_t chain_flops() {
   FC_DISPATCH(fma_chain_flops<T>());
 }
 
-// Best GFLOP/s over 10 repetitions of about `seconds` / 10 each (the best of many short
-// runs is the one no other process interrupted), after a calibration run
-// that also brings the cores to their sustained clock.
+// Best GFLOP/s over 10 repetitions of about `seconds` / 10 each, after a calibration run
+// that also brings the cores to their sustained clock. A repetition's rate is the sum
+// over threads of each thread's flops / its own CPU time (see csrc/cpu/peak.cpp).
 template <class T>
 double peak(int threads, double seconds) {
-  using clock = std::chrono::steady_clock;
-  const double per_iter = static_cast<double>(chain_flops<T>()) * threads;
+  const double per_thread = static_cast<double>(chain_flops<T>());
+  std::vector<double> sec(static_cast<size_t>(threads), 0.0);
   volatile double sink = 0;
+  auto slowest = [&] { return *std::max_element(sec.begin(), sec.end()); };
   int64_t iters = 1 << 14;
-  double dt = 0;
-  for (;;) {  // calibrate: grow until one run takes >= 20 ms
-    const auto t0 = clock::now();
-    sink = sink + run_chains<T>(iters, threads);
-    dt = std::chrono::duration<double>(clock::now() - t0).count();
-    if (dt >= 0.02 || iters > (int64_t{1} << 40)) break;
+  for (;;) {  // calibrate: grow until one run takes >= 20 ms of CPU time per thread
+    sink = sink + run_chains<T>(iters, threads, sec.data());
+    if (slowest() >= 0.02 || iters > (int64_t{1} << 40)) break;
     iters *= 4;
   }
   const int reps = 10;
   const double target = std::max(seconds / reps, 0.005);
-  iters = std::max<int64_t>(1, static_cast<int64_t>(iters * target / std::max(dt, 1e-9)));
+  iters = std::max<int64_t>(1, static_cast<int64_t>(iters * target / std::max(slowest(), 1e-9)));
   double best = 0;
   for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock::now();
-    sink = sink + run_chains<T>(iters, threads);
-    const double t = std::chrono::duration<double>(clock::now() - t0).count();
-    best = std::max(best, per_iter * static_cast<double>(iters) / t / 1e9);
+    std::fill(sec.begin(), sec.end(), 0.0);
+    sink = sink + run_chains<T>(iters, threads, sec.data());
+    double rate = 0;
+    for (double t : sec) rate += t > 0 ? per_thread * static_cast<double>(iters) / t : 0.0;
+    best = std::max(best, rate / 1e9);
   }
   require(std::isfinite(sink), "fma_peak_gflops: the FMA chains overflowed");
   return best;
@@ -64,7 +63,7 @@ void bind_peak(nb::module_& m) {
       },
       nb::arg("dtype") = "float32", nb::arg("threads") = 1, nb::arg("seconds") = 0.5, GIL(),
       "GFLOP/s of 12 independent vector FMA chains per thread on the active ISA (best of 10 "
-      "runs of seconds/10): the machine's fused multiply-add peak.");
+      "runs of seconds/10, each thread timed in its own CPU time): the machine's fused multiply-add peak.");
   m.def(
       "fma_chain_flops",
       [](const std::string& dtype) {

@@ -9,6 +9,7 @@
 #include "cpu/simd.h"
 
 #include <omp.h>
+#include <time.h>
 
 namespace fc {
 namespace FC_ISA {
@@ -69,16 +70,28 @@ int64_t fma_chain_flops() {
   return int64_t{2} * kFmaChains * Simd<T>::L;
 }
 
+// Each thread times itself in its own CPU time: on a shared machine wall time would also
+// count the moments another process held the core, which says nothing about the FMA
+// units. (Two threads on SMT siblings of one core share its FMA units and each measures
+// the shared rate, so the sum stays honest.)
 template <class T>
-double fma_chains(int64_t iters, int threads) {
+double fma_chains(int64_t iters, int threads, double* thread_seconds) {
   double total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-  total += chains_one_thread<T>(iters, omp_get_thread_num());
+  {
+    const int t = omp_get_thread_num();
+    timespec t0{}, t1{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    total += chains_one_thread<T>(iters, t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    if (t < threads)
+      thread_seconds[t] = static_cast<double>(t1.tv_sec - t0.tv_sec) + 1e-9 * static_cast<double>(t1.tv_nsec - t0.tv_nsec);
+  }
   return total;
 }
 
-template double fma_chains<float>(int64_t, int);
-template double fma_chains<double>(int64_t, int);
+template double fma_chains<float>(int64_t, int, double*);
+template double fma_chains<double>(int64_t, int, double*);
 template int64_t fma_chain_flops<float>();
 template int64_t fma_chain_flops<double>();
 

@@ -4,8 +4,9 @@ THE peak is the FMA-chain micro-benchmark ``fastconv._native.fma_peak_gflops`` (
 ``csrc/cpu/peak.cpp``): on each of the benchmark's threads, 12 independent vector FMA
 chains on the ISA the kernels run on (AVX2 or AVX-512; the generic build's separate
 multiply + add), enough to hide the FMA latency on both FMA units, with every accumulator
-consumed, best of 10 short runs. That is what the cores can do at most; no convolution
-can pass 100% of it.
+consumed, best of 10 short runs, each thread timed in its own CPU time (on a shared
+machine, wall time would count other processes' turns on the core). That is what the
+cores can do at most; no convolution can pass 100% of it.
 
 The rate of a cache-resident 256^3 GEMM (NumPy's BLAS or fastconv's own, the faster) is
 kept as an extra, clearly labelled figure (``gemm_gflops``): it says how close a tuned
@@ -29,7 +30,7 @@ SIZE = 256
 REPS = 100
 FMA_SECONDS = 0.5
 # Bumped when the measurement changes, so cached figures from an older method are not used.
-_METHOD_VERSION = "fma1"
+_METHOD_VERSION = "fma2"
 
 
 def _best_rate(fn, flops: float, reps: int) -> float:
@@ -65,7 +66,8 @@ def measure_fma_peak(dtype="float32", threads: int = 1, seconds: float = FMA_SEC
     g = float(_native.fma_peak_gflops(dtype.name, int(threads), float(seconds)))
     lanes = _native.fma_chain_flops(dtype.name) // 24  # 12 chains x 2 flops per lane
     return {"gflops": g, "method": f"FMA chains: 12 x {lanes}-lane {_native.active_isa()} "
-            f"{dtype.name} FMA per thread, {threads} thread(s), best of 10 x {seconds / 10:.2g} s"}
+            f"{dtype.name} FMA per thread, {threads} thread(s), best of 10 x {seconds / 10:.2g} s "
+            "of thread CPU time"}
 
 
 def measure_gemm_peak(dtype="float32", threads: int = 1, size: int = SIZE,
