@@ -312,18 +312,27 @@ def _cmd_network(args) -> int:
         raise ValueError(f"--pause must be >= 0, got {args.pause}")
     peak = P.peak_gflops("float32", threads, refresh=args.remeasure_peak)
     err = Console(stderr=True)
-    rows, skipped = NW.run(args.network, batches, peers, threads=threads, rounds=rounds,
-                           reps=reps, pause=args.pause, peak=peak["gflops"],
-                           on_step=None if args.no_progress else
-                           (lambda d: err.print(f"[dim]{d}[/dim]")))
     meta = {"fastconv": fastconv.__version__, "threads": threads, "rounds": rounds,
             "reps": reps, "pause": args.pause, "batches": batches, "networks": args.network,
             "peers": peers, "peak_gflops": peak["gflops"], "peak_method": peak["method"],
-            "skipped": skipped, "argv": sys.argv[1:]}
+            "argv": sys.argv[1:]}
     out = Console()
     if not out.is_terminal:
         out = Console(width=150)
-    NW.print_table(rows, meta, out)
+    rows, skipped = [], {}
+    # One (network, batch) at a time, each table printed as soon as it is measured.
+    for net in args.network:
+        for batch in batches:
+            if not args.no_progress:
+                err.print(f"[dim]{net} batch {batch}[/dim]")
+            r, sk = NW.run([net], [batch], peers, threads=threads, rounds=rounds, reps=reps,
+                           pause=args.pause, peak=peak["gflops"])
+            rows += r
+            skipped.update(sk)
+            NW.print_table(r, meta, out, legend=False)
+            sys.stdout.flush()
+    meta["skipped"] = skipped
+    NW.print_legend(meta, out)
     for name, why in skipped.items():
         out.print(f"not benchmarked: {name}: {why}")
     if args.json:

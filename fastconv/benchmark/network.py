@@ -255,7 +255,7 @@ def run(networks, batches, peers=PEERS, *, threads=2, rounds=5, reps=3, pause=0.
     return rows, skipped
 
 
-def print_table(rows, meta, console=None):
+def print_table(rows, meta, console=None, legend=True):
     """One table per network x batch: every contender's ms, images/s, effective GFLOP/s,
     % of peak, error, and the ratio of fastconv compiled and eager to it."""
     from rich.console import Console
@@ -282,6 +282,12 @@ def print_table(rows, meta, console=None):
                       "" if r["status"] == "ok" else r["status"],
                       style=None if r["status"] == "ok" else "red")
         console.print(t)
+    if legend:
+        print_legend(meta, console)
+
+
+def print_legend(meta, console):
+    """What the columns of :func:`print_table` mean and how they were measured."""
     console.print(f"'compiled x' / 'eager x' = this row's ms / fastconv compiled (eager) ms "
                   f"in the same run: > 1 means fastconv is faster. Median of "
                   f"{meta.get('rounds')} interleaved rounds x {meta.get('reps')} calls, "
