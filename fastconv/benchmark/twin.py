@@ -72,12 +72,6 @@ def _build(m, torch):
     raise TypeError(f"torch_twin: no PyTorch twin for layer {type(m).__name__}")
 
 
-def _module_base():
-    import torch
-
-    return torch.nn.Module
-
-
 class _Lazy:
     """Builds the torch.nn.Module subclasses on first use (torch is optional)."""
 
