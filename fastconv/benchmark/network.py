@@ -272,10 +272,11 @@ def print_table(rows, meta, console=None, legend=True):
                     "compiled x", "eager x", ""):
             t.add_column(col, justify="left" if col in ("contender", "") else "right")
         for r in rs:
+            # vs holds other ms / this ms; the columns show this ms / fastconv's ms
+            # (> 1: fastconv compiled / eager is faster than this row's contender).
             vs = r["vs"]
-            comp = vs.get("fastconv compiled")
-            eag = vs.get("fastconv eager")
-            # "compiled x": this contender's ms / compiled ms (> 1: compiled is faster)
+            comp = 1 / vs["fastconv compiled"] if vs.get("fastconv compiled") else None
+            eag = 1 / vs["fastconv eager"] if vs.get("fastconv eager") else None
             t.add_row(r["contender"], _f(r["ms"], ".2f"), _f(r["images_per_s"], ".1f"),
                       _f(r["gflops"], ".1f"), _f(r["pct_peak"], ".0f"),
                       _f(r["max_err"], ".1e"), _f(comp, ".2f", "x"), _f(eag, ".2f", "x"),
