@@ -24,6 +24,16 @@ RESNET18_LAYERS = [
 ]
 
 
+def fma_peak(threads: int, dtype="float32") -> tuple[float, str]:
+    """The machine peak every "% of peak" here is against -> (GFLOP/s, how): fastconv's
+    FMA-chain micro-benchmark (fastconv.benchmark.peak) for the ISA in use, on ``threads``
+    threads. Call after use_source_tree()."""
+    from fastconv.benchmark import peak as P
+
+    res = P.peak_gflops(dtype, threads)
+    return res["gflops"], res["method"]
+
+
 def use_source_tree() -> None:
     """Imports fastconv from the source tree when it holds a developer build
     (tools/build_inplace.sh); otherwise the installed package is used."""

@@ -15,21 +15,18 @@ libgomp for milliseconds), and back to back the next contender would share its c
 with the previous one's spinning threads. Measured on the 2-core box: our 2-thread
 sgemm after a NumPy call ran at ~100 GFLOP/s, after a 0.3 s pause at ~180.
 
-The peak is measured with a small FMA loop compiled on the spot (gcc, AVX-512 if the CPU
-has it); without a compiler it falls back to a nominal 200 GFLOP/s per core, and says so.
+The peak is fastconv's FMA-chain micro-benchmark for the ISA in use
+(``fastconv._native.fma_peak_gflops``, via fastconv.benchmark.peak), never our own GEMM.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import subprocess
-import tempfile
 import time
 
 import numpy as np
 
-from _common import RESNET18_LAYERS, use_source_tree  # noqa: E402
+from _common import RESNET18_LAYERS, fma_peak, use_source_tree  # noqa: E402
 
 use_source_tree()
 
@@ -38,60 +35,6 @@ from fastconv import _native  # noqa: E402
 from fastconv.backends.native import ALGOS  # noqa: E402
 
 LAYERS = RESNET18_LAYERS
-
-_FMA_SRC = r"""
-#include <omp.h>
-#include <time.h>
-typedef float v16 __attribute__((vector_size(64)));
-/* 12 independent FMA chains in named registers (an array would be spilled). Timed in
-   per-thread CPU time: on a shared machine wall time would count other people's work. */
-#define STEP(x) x = x * b + c;
-double fma_peak(long iters, int threads) {
-  double worst = 0;
-  #pragma omp parallel num_threads(threads) reduction(max : worst)
-  {
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-    v16 b = {}, c = {};
-    b += 0.999f; c += 0.001f;
-    v16 a0 = b, a1 = c, a2 = b, a3 = c, a4 = b, a5 = c, a6 = b, a7 = c, a8 = b, a9 = c,
-        a10 = b, a11 = c;
-    for (long it = 0; it < iters; ++it) {
-      STEP(a0) STEP(a1) STEP(a2) STEP(a3) STEP(a4) STEP(a5)
-      STEP(a6) STEP(a7) STEP(a8) STEP(a9) STEP(a10) STEP(a11)
-      __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5),
-                       "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
-    }
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-    worst = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-  }
-  return worst;
-}
-"""
-
-
-def measure_peak(threads: int) -> tuple[float, str]:
-    """fp32 GFLOP/s of an FMA loop on `threads` threads -> (gflops, how)."""
-    flags = ["-mavx512f", "-mfma"] if "avx512f" in _native.cpu_features() else ["-mavx2", "-mfma"]
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            src, lib = os.path.join(d, "fma.c"), os.path.join(d, "fma.so")
-            with open(src, "w") as f:
-                f.write(_FMA_SRC.replace("v16 __attribute__((vector_size(64)))",
-                                         "v16 __attribute__((vector_size(%d)))"
-                                         % (64 if "-mavx512f" in flags else 32)))
-            subprocess.run(["gcc", "-O2", "-fopenmp", "-shared", "-fPIC", *flags, src, "-o", lib],
-                           check=True, capture_output=True)
-            fn = ctypes.CDLL(lib).fma_peak
-            fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_long, ctypes.c_int]
-            lanes = 16 if "-mavx512f" in flags else 8
-            # Short runs, best of many: on a shared machine some of them run undisturbed.
-            iters = 2_000_000
-            best = min(fn(iters, threads) for _ in range(30))
-            return 2 * 12 * lanes * iters * threads / best / 1e9, "measured FMA loop, thread CPU time"
-    except (OSError, subprocess.CalledProcessError, AttributeError):
-        return 200.0 * threads, "nominal 200 GFLOP/s per core (no compiler to measure)"
-
 
 _QUIESCE = [0.0]
 
@@ -214,7 +157,7 @@ def main(argv=None) -> None:
     # Also straight into the extension: fc.set_num_threads made before the native backend
     # is first loaded does not reach it (fastconv/_dispatch.py).
     _native.set_num_threads(args.threads)
-    peak, how = measure_peak(args.threads)
+    peak, how = fma_peak(args.threads)
     print(f"fastconv ISA {_native.active_isa()}, {args.threads} threads, batch {args.batch}; "
           f"fp32 peak {peak:.0f} GFLOP/s ({how}); pause before each timed call {_QUIESCE[0]} s")
     if not args.skip_conv:

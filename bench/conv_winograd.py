@@ -5,9 +5,8 @@ Every algorithm is validated against PyTorch before it is timed; times are the b
 ``--reps`` runs, taken interleaved with PyTorch's in the same process, so the ratios are
 comparable even on a busy machine (absolute times are not). GFLOP/s are "effective":
 the direct-convolution count 2*N*K*P*Q*C*R*S divided by the time, whatever the algorithm
-really does (Winograd does fewer multiplications). % of peak is against a nominal
-``--peak`` GFLOP/s (default 2 cores x ~200 GFLOP/s fp32 AVX-512 FMA; a nominal figure,
-not a measured one).
+really does (Winograd does fewer multiplications). % of peak is against the
+FMA-chain peak measured for the ISA in use (fastconv.benchmark.peak), or ``--peak``.
 
 Usage: python bench/conv_winograd.py [--batch 16] [--threads 2] [--reps 5]
                                      [--layers 56 28] [--no-backward] [--no-error]
@@ -149,8 +148,8 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--peak", type=float, default=400.0,
-                   help="nominal peak GFLOP/s for the %% column (default 2 x 200)")
+    p.add_argument("--peak", type=float, default=None,
+                   help="peak GFLOP/s for the %% column (default: the measured FMA-chain peak)")
     p.add_argument("--layers", nargs="*", help="substrings selecting layers by name")
     p.add_argument("--no-backward", dest="backward", action="store_false")
     p.add_argument("--no-error", dest="error", action="store_false")
@@ -163,9 +162,13 @@ def main():
     # is first loaded is not yet passed on to it (the kernels would use every core).
     from fastconv import _native
     _native.set_num_threads(args.threads)
+    if args.peak is None:
+        from fastconv.benchmark import peak as P
+
+        args.peak = P.peak_gflops("float32", args.threads)["gflops"]
     layers = [L for L in LAYERS if not args.layers or any(s in L[0] for s in args.layers)]
     print(f"batch {args.batch}, {args.threads} threads, float32, best of {args.reps}; "
-          f"% of a nominal {args.peak:.0f} GFLOP/s peak; ratio = torch ms / ours ms "
+          f"% of a {args.peak:.0f} GFLOP/s peak (FMA chains unless --peak); ratio = torch ms / ours ms "
           f"(torch {torch.__version__}, oneDNN)")
     print(f"{'layer':<22}{'op':<9}{'algo':<14}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}{'vs torch':>9}")
     for layer in layers:

@@ -10,8 +10,8 @@ Every algorithm of the ``numba`` and ``native`` backends runs side by side with
 ``torch.nn.functional.conv2d`` in one process, on the same inputs. Each result is
 validated against PyTorch before it is timed; timings are the median (``--stat min``:
 the minimum) of ``--repeat`` round-robin rounds after one warm-up, every candidate
-running once per round. Reported: ms, GFLOP/s, % of the measured machine peak (a large
-float32 BLAS GEMM timed in the same run), the ratio of throughput to PyTorch, a
+running once per round. Reported: ms, GFLOP/s, % of the machine peak (fastconv's FMA-chain
+micro-benchmark for the ISA in use, fastconv.benchmark.peak), the ratio of throughput to PyTorch, a
 "Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
 from ``numba_cpu.compile_times()``.
 
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from _common import use_source_tree  # noqa: E402
+from _common import fma_peak, use_source_tree  # noqa: E402
 
 use_source_tree()
 
@@ -55,12 +55,6 @@ def _time(fn, repeat):
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
-
-
-def _gemm_peak(repeat=3, n=1536):
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    t = _time(lambda: a @ a, repeat)
-    return 2 * n ** 3 / t / 1e9
 
 
 def _check(out, expected, algo, what):
@@ -108,10 +102,10 @@ def main(argv=None):
     numba_algos = numba_cpu.ALGOS[op]
     native_algos = native.ALGOS[op]
 
-    peak = _gemm_peak()
+    peak, _ = fma_peak(args.threads)
     print(f"# {args.op}, batch {args.batch}, {args.threads} threads, float32; torch "
-          f"{torch.__version__}; native ISA {native.isa()}; measured GEMM peak "
-          f"{peak:.1f} GFLOP/s (numpy BLAS, n=1536)\n")
+          f"{torch.__version__}; native ISA {native.isa()}; FMA-chain peak "
+          f"{peak:.1f} GFLOP/s\n")
 
     # First calls: JIT compilation, or loading numba's disk cache if it is warm.
     first = numba_cpu.compile_times(measure=True)

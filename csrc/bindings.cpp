@@ -18,6 +18,7 @@ void bind_pool(nb::module_& m);
 void bind_norm(nb::module_& m);
 void bind_misc(nb::module_& m);
 void bind_signal(nb::module_& m);
+void bind_peak(nb::module_& m);
 }  // namespace fc::bind
 
 NB_MODULE(_native, m) {
@@ -45,4 +46,5 @@ NB_MODULE(_native, m) {
   fc::bind::bind_norm(m);
   fc::bind::bind_misc(m);
   fc::bind::bind_signal(m);
+  fc::bind::bind_peak(m);
 }

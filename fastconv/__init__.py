@@ -42,6 +42,8 @@ _LAZY = {
     "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
     "fold_batch_norm": ("fastconv.fusion", "fold_batch_norm"),
+    # Not in __all__: `from fastconv import *` must not shadow the builtin compile().
+    "compile": ("fastconv.engine", "compile"),
 }
 
 

@@ -13,8 +13,9 @@ _DESCRIPTION = """\
 Times every fastconv backend x algorithm, and PyTorch / NumPy / SciPy when installed, on the
 convolutions of real networks. Each implementation is validated against the NumPy
 reference before it is timed (FAIL: wrong result, not timed); times are medians after
-warm-up; GFLOP/s counts 2*N*K*P*Q*(C/groups)*R*S per pass; % peak is against a measured
-GEMM peak cached per machine; 'vs torch' = PyTorch ms / our ms in the same run.
+warm-up; GFLOP/s counts 2*N*K*P*Q*(C/groups)*R*S per pass; % peak is against the
+FMA-chain peak of the ISA in use (fastconv.benchmark.peak, cached per machine; the GEMM
+rate is printed beside it, only for reference); 'vs torch' = PyTorch ms / our ms in the same run.
 --tune SUITE instead pre-fills the autotune cache (see fastconv.autotune)."""
 SUITE_CHOICES = ("resnet18", "resnet50", "vgg16", "deepbench")
 QUICK_BATCH, QUICK_REPS = 2, 3
@@ -22,6 +23,17 @@ QUICK_BATCH, QUICK_REPS = 2, 3
 
 def _csv_list(text):
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _int_list(text):
+    try:
+        out = [int(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got "
+                                         f"{text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one batch size")
+    return out
 
 
 def register(subparsers) -> None:
@@ -35,8 +47,18 @@ def register(subparsers) -> None:
     p.add_argument("--shape", action="append", default=[], metavar="N,C,H,W,K,R,S[,st,pad]",
                    help="one layer: N,C,H,W,K,R,S[,stride[,pad[,dilation[,groups]]]] "
                         "(repeatable)")
-    p.add_argument("--batch", type=int, default=None,
-                   help=f"batch size of the suites (default 16; {QUICK_BATCH} with --quick)")
+    p.add_argument("--batch", type=_int_list, default=None,
+                   help=f"batch size of the suites (default 16; {QUICK_BATCH} with --quick); "
+                        "with --network a comma-separated list (default 1,8)")
+    p.add_argument("--network", type=_csv_list, default=None, metavar="NAMES",
+                   help="whole-network inference instead of layer suites: comma-separated "
+                        "networks (resnet18, resnet50, resnet18-cifar, resnet50-cifar, resnet20, "
+                        "vgg11, lenet5), fastconv compiled and eager against --peers "
+                        "torch,onnxruntime,openvino")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="--network: interleaved rounds (default 5; 2 with --quick)")
+    p.add_argument("--pause", type=float, default=0.3,
+                   help="--network: seconds of pause before each contender's block")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for fastconv, PyTorch and BLAS (default: fastconv's count)")
@@ -47,7 +69,7 @@ def register(subparsers) -> None:
                    help="only these algorithms (comma-separated)")
     p.add_argument("--peers", type=_csv_list, default=None,
                    help="peers to compare with: torch,numpy,scipy (default: all installed; "
-                        "'none' for none)")
+                        "'none' for none); with --network: torch,onnxruntime,openvino")
     p.add_argument("--backward", action="store_true",
                    help="also time the data and weight gradients")
     p.add_argument("--reps", type=int, default=None, help=f"timed repetitions (default 5; "
@@ -94,7 +116,7 @@ def info_autotune(args=None) -> None:
 def _layers(args):
     from .benchmark import suites as S
 
-    batch = args.batch if args.batch is not None else (QUICK_BATCH if args.quick else 16)
+    batch = _one_batch(args)
     out = []
     names = list(args.suites)
     for n in names:
@@ -114,6 +136,15 @@ def _layers(args):
     return out, batch
 
 
+def _one_batch(args):
+    if args.batch is None:
+        return QUICK_BATCH if args.quick else 16
+    if len(args.batch) != 1:
+        raise ValueError(f"--batch takes one size for layer suites (a list only with "
+                         f"--network), got {','.join(map(str, args.batch))}")
+    return args.batch[0]
+
+
 def _check_positive(name, v, minimum=1):
     if v is not None and v < minimum:
         raise ValueError(f"--{name} must be >= {minimum}, got {v}")
@@ -123,7 +154,11 @@ def cmd_bench(args) -> int:
     """Entry point of ``fastconv bench``."""
     try:
         _check_positive("threads", args.threads)
-        _check_positive("batch", args.batch)
+        for b in args.batch or ():
+            _check_positive("batch", b)
+        _check_positive("rounds", args.rounds)
+        if args.network:
+            return _cmd_network(args)
         _check_positive("reps", args.reps)
         _check_positive("warmup", args.warmup, 0)
         if args.tune:
@@ -173,6 +208,7 @@ def _meta(args, threads, batch, peak, skipped):
             "dtype": args.dtype, "batch": batch, "quick": bool(args.quick),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "peak_gflops": peak["gflops"], "peak_method": peak["method"],
+            "gemm_gflops": peak.get("gemm_gflops"),
             "skipped": skipped, "argv": sys.argv[1:]}
     try:
         import torch
@@ -241,6 +277,71 @@ def _cmd_bench(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_network(args) -> int:
+    """``fastconv bench --network ...``: whole networks, fastconv compiled and eager
+    against PyTorch / ONNX Runtime / OpenVINO (fastconv.benchmark.network)."""
+    import json
+
+    from rich.console import Console
+
+    import fastconv
+
+    from .benchmark import network as NW
+    from .benchmark import peak as P
+
+    for n in args.network:
+        if n not in NW.NETWORKS:
+            raise ValueError(f"--network: unknown network {n!r}; choose from "
+                             f"{', '.join(NW.NETWORKS)}")
+    if args.dtype != "float32":
+        raise ValueError("--network runs float32 only (what the peers run)")
+    peers = args.peers
+    if peers is None:
+        peers = list(NW.PEERS)
+    elif peers == ["none"]:
+        peers = []
+    for p in peers:
+        if p not in NW.PEERS:
+            raise ValueError(f"--peers: unknown peer {p!r} for --network; choose from "
+                             f"{', '.join(NW.PEERS)}")
+    batches = args.batch or ([1] if args.quick else [1, 8])
+    threads = args.threads or fastconv.get_num_threads()
+    rounds = args.rounds or (2 if args.quick else 5)
+    reps = args.reps or (1 if args.quick else 3)
+    if args.pause < 0:
+        raise ValueError(f"--pause must be >= 0, got {args.pause}")
+    peak = P.peak_gflops("float32", threads, refresh=args.remeasure_peak)
+    err = Console(stderr=True)
+    meta = {"fastconv": fastconv.__version__, "threads": threads, "rounds": rounds,
+            "reps": reps, "pause": args.pause, "batches": batches, "networks": args.network,
+            "peers": peers, "peak_gflops": peak["gflops"], "peak_method": peak["method"],
+            "argv": sys.argv[1:]}
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=150)
+    rows, skipped = [], {}
+    # One (network, batch) at a time, each table printed as soon as it is measured.
+    for net in args.network:
+        for batch in batches:
+            if not args.no_progress:
+                err.print(f"[dim]{net} batch {batch}[/dim]")
+            r, sk = NW.run([net], [batch], peers, threads=threads, rounds=rounds, reps=reps,
+                           pause=args.pause, peak=peak["gflops"])
+            rows += r
+            skipped.update(sk)
+            NW.print_table(r, meta, out, legend=False)
+            sys.stdout.flush()
+    meta["skipped"] = skipped
+    NW.print_legend(meta, out)
+    for name, why in skipped.items():
+        out.print(f"not benchmarked: {name}: {why}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": rows}, f, indent=1, default=str)
+    failed = [r for r in rows if r["status"] != "ok" and r["contender"].startswith("fastconv")]
+    return 1 if failed else 0
+
+
 def _cmd_tune(args) -> int:
     """Runs every layer of the suite through ``algo="auto"`` with autotuning on, so the
     cache holds a timed choice for each (layer, pass, backend)."""
@@ -255,7 +356,7 @@ def _cmd_tune(args) -> int:
     from .benchmark import runner
     from .benchmark import suites as S
 
-    batch = args.batch if args.batch is not None else (QUICK_BATCH if args.quick else 16)
+    batch = _one_batch(args)
     layers = S.suite(args.tune, batch)
     ours, _ = I.fastconv_impls(args.backend, None)
     names = _unique(i.backend for i in ours if i.backend not in _dispatch.GPU_BACKENDS)

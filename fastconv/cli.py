@@ -27,6 +27,7 @@ def cmd_info(args) -> int:
     print(f"CPU features: {_native.cpu_features() or '(none tested)'}")
     print(f"ISA paths compiled: {_native.compiled_isas()}; in use: {_native.active_isa()}")
     print(f"threads: {fastconv.get_num_threads()}")
+    _print_peak(fastconv.get_num_threads())
     print("backends:")
     for name, st in fastconv.backends().items():
         state = "available" if st["available"] else f"unavailable ({st['reason']})"
@@ -36,6 +37,20 @@ def cmd_info(args) -> int:
     if getattr(args, "compile_times", False):
         _print_compile_times()
     return 0
+
+
+def _print_peak(threads: int) -> None:
+    """The FMA-chain peak (the denominator of every "% of peak"), cached per machine."""
+    from fastconv.benchmark import peak as P
+
+    try:
+        res = P.peak_gflops("float32", threads)
+    except RuntimeError as e:  # no native extension: nothing to measure with
+        print(f"FMA peak: not measured ({e})")
+        return
+    extra = f"; 256^3 GEMM reaches {res['gemm_gflops']:.1f}" if res.get("gemm_gflops") else ""
+    print(f"FMA peak: {res['gflops']:.1f} GFLOP/s float32 ({res['method']}"
+          f"{', cached' if res.get('cached') else ''}){extra}")
 
 
 def _print_compile_times() -> None:

@@ -96,7 +96,9 @@ def print_tables(rows, meta, console=None) -> None:
         console.print(f"({hidden} measurements not applicable, e.g. SciPy on big layers; "
                       "reasons in --json/--csv)")
     if peak:
-        console.print(f"peak: {peak:.1f} GFLOP/s ({meta.get('peak_method')}); 'vs torch' = "
+        gemm = meta.get("gemm_gflops")
+        gemm = f"; for reference, a 256^3 GEMM: {gemm:.1f} GFLOP/s" if gemm else ""
+        console.print(f"peak: {peak:.1f} GFLOP/s ({meta.get('peak_method')}{gemm}); 'vs torch' = "
                       "PyTorch ms / this ms in the same run (>1: faster than PyTorch); "
                       "'auto' marks the heuristic's choice.")
 
