@@ -263,3 +263,37 @@ def test_numba_padding_and_dilation_past_the_output(pd, algo, dtype):
     for _ in range(3):  # the old corruption depended on thread interleaving
         y = fastconv.conv2d(x, w, padding=pd, dilation=pd, algo=algo, backend="numba")
         assert_close(y, ref, dtype, 27, f"numba {algo} padding=dilation={pd}")
+
+
+# ----------------------------------------------------------------- CUDA, host-emulated
+# csrc/cuda/conv_depthwise.cu compiled for the CPU against csrc/cuda/host_emu.cuh and driven
+# by the cuda backend's own launch code: index arithmetic only, never a GPU run.
+@pytest.fixture(scope="module")
+def cuda_emu(tmp_path_factory):
+    from fastconv.backends.cuda import _hostemu
+
+    if _hostemu.compiler() is None:
+        pytest.skip("no host C++ compiler for the emulation")
+    with _hostemu.emulate(tmp_path_factory.mktemp("cuda_emu_dw")) as be:
+        yield be
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", DW_CASES, ids=DW_IDS)
+def test_cuda_depthwise_host_emulated(cuda_emu, name, xs, ws, kw):
+    from fastconv.backends import reference as REF
+    from fastconv.backends.cuda import _hostemu
+
+    be, W = cuda_emu, _hostemu._wrap
+    x, w, b = conv_inputs(xs, ws, np.float32)
+    spec = conv_spec(xs, ws, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                     kw["groups"])
+    gy = randn(spec.y_shape, np.float32, 4)
+    rs = ws[2] * ws[3]
+    assert "depthwise" in be.ALGOS["conv2d_backward_weight"]
+    assert_close(be.conv2d_forward(W(x), W(w), W(b), spec, "depthwise"),
+                 REF.conv2d_forward(x, w, b, spec), np.float32, rs, "forward")
+    assert_close(be.conv2d_backward_data(W(gy), W(w), spec, "depthwise"),
+                 REF.conv2d_backward_data(gy, w, spec), np.float32, ws[0] // xs[1] * rs, "grad_x")
+    assert_close(be.conv2d_backward_weight(W(gy), W(x), spec, "depthwise"),
+                 REF.conv2d_backward_weight(gy, x, spec), np.float32,
+                 spec.N * spec.P * spec.Q, "grad_w")
