@@ -13,6 +13,7 @@ void bind_conv_direct(nb::module_& m);
 void bind_conv_pointwise(nb::module_& m);
 void bind_conv_im2col(nb::module_& m);
 void bind_conv_winograd(nb::module_& m);
+void bind_conv_depthwise(nb::module_& m);
 void bind_gemm(nb::module_& m);
 void bind_pool(nb::module_& m);
 void bind_norm(nb::module_& m);
@@ -41,6 +42,7 @@ NB_MODULE(_native, m) {
   fc::bind::bind_conv_pointwise(m);
   fc::bind::bind_conv_im2col(m);
   fc::bind::bind_conv_winograd(m);
+  fc::bind::bind_conv_depthwise(m);
   fc::bind::bind_gemm(m);
   fc::bind::bind_pool(m);
   fc::bind::bind_norm(m);

@@ -14,7 +14,7 @@ import threading
 
 BACKENDS = ("native", "numba", "cuda", "numba_cuda", "reference")
 GPU_BACKENDS = ("cuda", "numba_cuda")
-CONV_ALGOS = ("direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm")
+CONV_ALGOS = ("direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm", "depthwise")
 CONV_OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
 _MODULES = {
@@ -109,6 +109,17 @@ def obstacle(algo: str, spec) -> str | None:
     """Why ``algo`` cannot serve ``spec`` in principle (None: it can)."""
     if algo.startswith("winograd"):
         return spec.winograd_obstacle()
+    if algo == "depthwise":
+        return depthwise_obstacle(spec)
+    return None
+
+
+def depthwise_obstacle(spec) -> str | None:
+    """Why the depthwise kernels cannot serve ``spec`` (None: groups == C, one input
+    channel per group, any channel multiplier K / C)."""
+    if spec.groups != spec.C or spec.C // spec.groups != 1:
+        return (f"needs groups == in_channels (one input channel per group), got "
+                f"groups={spec.groups} with {spec.C} input channels")
     return None
 
 

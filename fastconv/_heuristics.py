@@ -73,6 +73,12 @@ _CUDA_MIN_GEMM_CHANNELS = 8
 def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
     """Chooses among ``candidates`` (all implemented and able to serve ``spec``)."""
     Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
+    if "depthwise" in candidates and backend == "native":
+        # Depthwise layers (candidates can all serve spec, so groups == C) get their own
+        # kernel: the direct kernel blocks over a group's channels, of which there is one,
+        # and im2col's GEMM has one row per group. bench/depthwise.py times it against
+        # PyTorch and ONNX Runtime on MobileNetV2's layers.
+        return "depthwise"
     wide = spec.groups == 1 and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS
     wide_winograd = wide and "winograd_f43" in candidates  # candidates can all serve spec
     if backend == "cuda":

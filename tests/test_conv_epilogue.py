@@ -9,6 +9,7 @@ import pytest
 import fastconv as fc
 from fastconv import _native
 from fastconv._args import conv_spec
+from fastconv._dispatch import obstacle
 from fastconv.backends.native import conv as native_conv
 
 from conftest import CONV_CASES, DTYPES, WINOGRAD_CASES, assert_close, conv_inputs, randn
@@ -25,7 +26,7 @@ def _cases():
         if spec.N == 0:
             continue
         for algo in native_conv.ALGOS["conv2d_forward"]:
-            if algo.startswith("winograd") and spec.winograd_obstacle() is not None:
+            if obstacle(algo, spec) is not None:
                 continue
             yield pytest.param(name, xs, ws, kw, algo, id=f"{name}-{algo}")
 

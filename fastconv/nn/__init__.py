@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import init
+from .activation import LeakyReLU, ReLU6
 from .blocks import BasicBlock, Bottleneck
 from .layers import (
     AdaptiveAvgPool2d,
@@ -21,7 +22,7 @@ from .layers import (
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter, is_grad_enabled, no_grad
 
-__all__ = ["Module", "Parameter", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d",
+__all__ = ["Module", "Parameter", "Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "LeakyReLU", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Linear", "Flatten", "Dropout", "Identity", "Sequential",
            "Chain", "CrossEntropyLoss", "BasicBlock", "Bottleneck", "init", "no_grad",
            "is_grad_enabled", "summary"]

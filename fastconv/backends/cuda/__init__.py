@@ -12,10 +12,11 @@ from __future__ import annotations
 from ._source import source_dir
 
 ALGOS = {
-    "conv2d_forward": ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43"),
+    "conv2d_forward": ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43",
+                       "depthwise"),
     "conv2d_backward_data": ("direct", "implicit_gemm", "im2col", "winograd_f23",
-                             "winograd_f43"),
-    "conv2d_backward_weight": ("direct", "implicit_gemm", "im2col"),
+                             "winograd_f43", "depthwise"),
+    "conv2d_backward_weight": ("direct", "implicit_gemm", "im2col", "depthwise"),
 }
 DTYPES = ("float32",)
 ARRAY_LIBS = ("cupy",)

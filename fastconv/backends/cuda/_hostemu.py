@@ -100,8 +100,8 @@ def _fake_cupy():
 
 # Kernels that synchronise a block (run as fibers); the rest run thread after thread. A
 # kernel missing here that reaches a barrier raises an error rather than misbehaving.
-BARRIER_KERNELS = ("fc::gemm<", "fc::igemm_", "fc::direct_bwd_weight", "fc::bn_stats_partial",
-                   "fc::bn_bwd_partial")
+BARRIER_KERNELS = ("fc::gemm<", "fc::igemm_", "fc::direct_bwd_weight", "fc::depthwise_bwd_weight",
+                   "fc::bn_stats_partial", "fc::bn_bwd_partial")
 
 
 class _Kernel:

@@ -45,6 +45,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "conv_implicit_gemm.cu": tuple(igemm_name(k, t) for k in ("fwd", "bwd_data", "bwd_weight")
                                    for t in GEMM_TILES),
     "conv_direct.cu": ("fc::direct_fwd", "fc::direct_bwd_data", "fc::direct_bwd_weight"),
+    "conv_depthwise.cu": ("fc::depthwise_fwd", "fc::depthwise_bwd_data",
+                          "fc::depthwise_bwd_weight"),
     "conv_im2col.cu": ("fc::im2col", "fc::col2im"),
     "conv_winograd.cu": tuple(wino_name(s, m) for s in ("filter", "input", "output")
                               for m in (2, 4)),

@@ -1,4 +1,5 @@
-"""Convolution on the GPU: direct, implicit GEMM, im2col + our SGEMM, Winograd F(2,3)/F(4,3).
+"""Convolution on the GPU: direct, implicit GEMM, im2col + our SGEMM, Winograd F(2,3)/F(4,3),
+depthwise (groups == C; conv_depthwise.cu, compile-checked and host-emulated only).
 
 Each function takes validated C-contiguous float32 CuPy arrays and a ConvSpec, allocates its
 result and workspaces from CuPy's memory pool and launches on the current stream.
@@ -10,8 +11,8 @@ import cupy
 from . import _runtime as rt
 from ._source import GEMM_TILES, igemm_name, wino_name
 
-ALGOS = ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43")
-WEIGHT_ALGOS = ("direct", "implicit_gemm", "im2col")
+ALGOS = ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43", "depthwise")
+WEIGHT_ALGOS = ("direct", "implicit_gemm", "im2col", "depthwise")
 
 
 def _geom(spec, N=None):
@@ -20,6 +21,11 @@ def _geom(spec, N=None):
         spec.N if N is None else N, spec.C, spec.H, spec.W, spec.K, spec.P, spec.Q, spec.R,
         spec.S, spec.stride[0], spec.stride[1], spec.padding[0], spec.padding[1],
         spec.dilation[0], spec.dilation[1], spec.groups))
+
+
+def _dw_geom(spec):
+    """The 15 geometry ints of the depthwise kernels (FC_DW_PARAMS: no groups)."""
+    return _geom(spec)[:15]
 
 
 def _check(spec):
@@ -53,6 +59,9 @@ def conv2d_forward(x, w, b, spec, algo):
     if algo == "direct":
         rt.launch("conv_direct.cu", "fc::direct_fwd", rt.grid1d(y.size),
                   (x, w, rt.ptr_or_null(b), y, *_geom(spec)))
+    elif algo == "depthwise":
+        rt.launch("conv_depthwise.cu", "fc::depthwise_fwd", rt.grid1d(y.size),
+                  (x, w, rt.ptr_or_null(b), y, *_dw_geom(spec)))
     elif algo == "implicit_gemm":
         Kg = spec.K // spec.groups
         npq = spec.N * spec.P * spec.Q
@@ -130,6 +139,9 @@ def conv2d_backward_data(gy, w, spec, algo):
     if algo == "direct":
         rt.launch("conv_direct.cu", "fc::direct_bwd_data", rt.grid1d(gx.size),
                   (gy, w, gx, *_geom(spec)))
+    elif algo == "depthwise":
+        rt.launch("conv_depthwise.cu", "fc::depthwise_bwd_data", rt.grid1d(gx.size),
+                  (gy, w, gx, *_dw_geom(spec)))
     elif algo == "implicit_gemm":
         Cg = spec.C // spec.groups
         nhw = spec.N * spec.H * spec.W
@@ -184,6 +196,11 @@ def conv2d_backward_weight(gy, x, spec, algo):
         gw = cupy.empty(spec.w_shape, cupy.float32)
         rt.launch("conv_direct.cu", "fc::direct_bwd_weight", (gw.size,),
                   (gy, x, gw, *_geom(spec)))
+        return gw
+    if algo == "depthwise":
+        gw = cupy.empty(spec.w_shape, cupy.float32)
+        rt.launch("conv_depthwise.cu", "fc::depthwise_bwd_weight", (gw.size,),
+                  (gy, x, gw, *_dw_geom(spec)))
         return gw
     if algo == "implicit_gemm":
         npq = spec.N * spec.P * spec.Q

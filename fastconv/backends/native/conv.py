@@ -32,6 +32,7 @@ _BINDINGS = {
     "im2col": ("conv_im2col_fwd", "conv_im2col_bwd_data", "conv_im2col_bwd_weight"),
     "winograd_f23": ("conv_winograd_fwd", "conv_winograd_bwd_data", None),
     "winograd_f43": ("conv_winograd_fwd", "conv_winograd_bwd_data", None),
+    "depthwise": ("conv_depthwise_fwd", "conv_depthwise_bwd_data", "conv_depthwise_bwd_weight"),
 }
 _OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 

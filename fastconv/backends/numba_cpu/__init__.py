@@ -2,7 +2,8 @@
 
 Convolution algorithms, one module each: ``conv_direct`` (direct summation),
 ``conv_im2col`` (Numba packing + BLAS GEMM through ``np.dot``), ``conv_winograd``
-(F(2x2,3x3) and F(4x4,3x3); forward and backward-data). Pooling, batch norm and ReLU
+(F(2x2,3x3) and F(4x4,3x3); forward and backward-data), ``conv_depthwise`` (groups ==
+C, row-wise loops without a padded copy). Pooling, batch norm and ReLU
 are Numba kernels too. ``linear`` and ``cross_entropy`` are delegated explicitly to
 the native C++ backend (see :mod:`.misc`).
 
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import conv_direct, conv_im2col, conv_winograd
+from . import conv_depthwise, conv_direct, conv_im2col, conv_winograd
 from .misc import (  # noqa: F401
     cross_entropy,
     cross_entropy_backward,
@@ -36,9 +37,9 @@ from .pool import (  # noqa: F401
 )
 
 ALGOS = {
-    "conv2d_forward": ("direct", "im2col", "winograd_f23", "winograd_f43"),
-    "conv2d_backward_data": ("direct", "im2col", "winograd_f23", "winograd_f43"),
-    "conv2d_backward_weight": ("direct", "im2col"),
+    "conv2d_forward": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
+    "conv2d_backward_data": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
+    "conv2d_backward_weight": ("direct", "im2col", "depthwise"),
 }
 DTYPES = ("float32", "float64")
 ARRAY_LIBS = ("numpy",)
@@ -60,6 +61,8 @@ def conv2d_forward(x, w, b, spec, algo):
         return conv_im2col.forward(x, w, b, spec)
     if algo in _WINOGRAD_M:
         return conv_winograd.forward(x, w, b, spec, _WINOGRAD_M[algo])
+    if algo == "depthwise":
+        return conv_depthwise.forward(x, w, b, spec)
     raise ValueError(f"numba backend: unknown conv2d_forward algo {algo!r}")
 
 
@@ -71,11 +74,15 @@ def conv2d_backward_data(gy, w, spec, algo):
         return conv_im2col.backward_data(gy, w, spec)
     if algo in _WINOGRAD_M:
         return conv_winograd.backward_data(gy, w, spec, _WINOGRAD_M[algo])
+    if algo == "depthwise":
+        return conv_depthwise.backward_data(gy, w, spec)
     raise ValueError(f"numba backend: unknown conv2d_backward_data algo {algo!r}")
 
 
 def conv2d_backward_weight(gy, x, spec, algo):
-    """grad_w of the convolution with the named algorithm (direct or im2col)."""
+    """grad_w of the convolution with the named algorithm (direct, im2col, depthwise)."""
+    if algo == "depthwise":
+        return conv_depthwise.backward_weight(gy, x, spec)
     if algo == "direct":
         return conv_direct.backward_weight(gy, x, spec)
     if algo == "im2col":
@@ -147,18 +154,31 @@ def compile_times(measure: bool = True) -> dict[str, float]:
         pspec = pool_spec("max_pool2d", x.shape, 2)
         c = np.ones(2, dt)
         xb = x.reshape(1, 2, -1, 1)
+        # The depthwise kernels take only depthwise shapes (groups == C).
+        wd = np.ones((4, 1, 3, 3), dt)
+        sd = conv_spec(x.shape, wd.shape, 1, 1, 1, 2)
+        gyd = np.ones(sd.y_shape, dt)
+        dw_args = {"fwd": (x, wd, np.zeros(4, dt), sd), "bwd": (gyd, wd, sd),
+                   "wgt": (gyd, x, sd)}
+        dense_args = {"fwd": (x, w, b, spec), "bwd": (gy, w, spec), "wgt": (gy, x, spec)}
         jobs = {}
         for algo in ALGOS["conv2d_forward"]:
-            jobs[f"conv2d_forward[{algo}]"] = lambda a=algo: conv2d_forward(x, w, b, spec, a)
+            args = dw_args if algo == "depthwise" else dense_args
+            jobs[f"conv2d_forward[{algo}]"] = (
+                lambda a=algo, args=args: conv2d_forward(*args["fwd"], a))
         for algo in ALGOS["conv2d_backward_data"]:
             def bwd(a=algo):
+                if a == "depthwise":
+                    conv2d_backward_data(*dw_args["bwd"], a)
+                    return
                 conv2d_backward_data(gy, w, spec, a)
                 if not a.startswith("winograd"):
                     conv2d_backward_data(gy2, w, spec2, a)
             jobs[f"conv2d_backward_data[{algo}]"] = bwd
         for algo in ALGOS["conv2d_backward_weight"]:
+            args = dw_args if algo == "depthwise" else dense_args
             jobs[f"conv2d_backward_weight[{algo}]"] = (
-                lambda a=algo: conv2d_backward_weight(gy, x, spec, a))
+                lambda a=algo, args=args: conv2d_backward_weight(*args["wgt"], a))
         t0 = time.perf_counter()
         y, idx = max_pool2d(x, pspec, True)  # the backward jobs need its outputs
         _compile_times[f"max_pool2d:{name}"] = time.perf_counter() - t0

@@ -30,6 +30,10 @@ def tap_range(out, size, stride, off):
     lo = 0
     if off < 0:
         lo = (-off + stride - 1) // stride
+    # A tap that starts past the whole output (padding and dilation larger than the
+    # output) must give an empty range inside [0, out]: callers zero-fill [0, lo).
+    if lo > out:
+        lo = out
     last = size - 1 - off
     hi = 0
     if last >= 0:

@@ -33,6 +33,7 @@ def _im2col(x, col, n0, nb, g, Cg, R, S, P, Q, sh, sw, pt, pl, dh, dw):
         plane = x[n0 + j, g * Cg + cl]
         oh = r * dh - pt
         ow = s * dw - pl
+        # The zero fills below rely on tap_range keeping q0 <= Q and p0 <= P.
         p0, p1 = tap_range(P, H, sh, oh)
         q0, q1 = tap_range(Q, W, sw, ow)
         dst = col[row, j * PQ:(j + 1) * PQ]
