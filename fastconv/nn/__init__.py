@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import init
 from .blocks import BasicBlock, Bottleneck
+from .conv_layers import Conv1d, ConvTranspose2d
 from .layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -20,11 +21,13 @@ from .layers import (
 )
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter, is_grad_enabled, no_grad
+from .norm_layers import GroupNorm, InstanceNorm2d, LayerNorm
 
 __all__ = ["Module", "Parameter", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Linear", "Flatten", "Dropout", "Identity", "Sequential",
            "Chain", "CrossEntropyLoss", "BasicBlock", "Bottleneck", "init", "no_grad",
-           "is_grad_enabled", "summary"]
+           "is_grad_enabled", "summary", "Conv1d", "ConvTranspose2d", "GroupNorm",
+           "LayerNorm", "InstanceNorm2d"]
 
 
 def __getattr__(name):
