@@ -34,5 +34,7 @@ def __getattr__(name):
     if name == "summary":
         from .summary import summary
 
+        # Importing the submodule bound its name on this package; the function wins.
+        globals()["summary"] = summary
         return summary
     raise AttributeError(f"module 'fastconv.nn' has no attribute {name!r}")
