@@ -346,8 +346,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, return_stats=
         if v is not None and tuple(v.shape) != (C,):
             raise ValueError(f"{op}: {nm} must have shape ({C},), got {tuple(v.shape)}")
     eps = _eps(op, eps)
-    xhat, mean, invstd = _row_stats(name, mod, lib, dtype, x.reshape(N * G, -1), eps)
-    y = xhat.reshape(N, C, -1)
+    M = math.prod(x.shape[1:]) // G
+    xhat, mean, invstd = _row_stats(name, mod, lib, dtype, x.reshape(N * G, M), eps)
+    y = xhat.reshape(N, C, M * G // C)
     if weight is not None:
         y = y * weight.reshape(1, C, 1)
     if bias is not None:
@@ -376,13 +377,15 @@ def group_norm_backward(grad_out, x, num_groups, weight, mean, invstd, *, backen
         if v is None or tuple(v.shape) != (N, G):
             raise ValueError(f"{op}: {nm} must have shape ({N}, {G}), got "
                              f"{None if v is None else tuple(v.shape)}")
-    xg = x.reshape(N, G, -1)
-    xhat = ((xg - mean.reshape(N, G, 1)) * invstd.reshape(N, G, 1)).reshape(N, C, -1)
-    gy = grad_out.reshape(N, C, -1)
+    M = math.prod(x.shape[1:]) // G
+    L = M * G // C
+    xg = x.reshape(N, G, M)
+    xhat = ((xg - mean.reshape(N, G, 1)) * invstd.reshape(N, G, 1)).reshape(N, C, L)
+    gy = grad_out.reshape(N, C, L)
     gw = _sum(gy * xhat, (0, 2), name, dtype)
     gb = _sum(gy, (0, 2), name, dtype)
     g = gy * weight.reshape(1, C, 1) if weight is not None else gy
-    gx = _row_backward(name, mod, lib, dtype, g.reshape(N * G, -1), x.reshape(N * G, -1),
+    gx = _row_backward(name, mod, lib, dtype, g.reshape(N * G, M), xg.reshape(N * G, M),
                        mean, invstd)
     return gx.reshape(x.shape), gw, gb
 
