@@ -318,3 +318,45 @@ def test_layer_errors():
         m(np.zeros((1, 3, 4, 4), np.float32), output_size=(12, 12))
     with pytest.raises(RuntimeError):
         m.backward(np.zeros((1, 4, 9, 9), np.float32))
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def test_summary_knows_the_new_layers():
+    from fastconv import shapes
+    from fastconv.nn.summary import summary, summary_rows
+
+    g = nn.Sequential(nn.ConvTranspose2d(100, 64, 4, 1, 0, bias=False), nn.GroupNorm(8, 64),
+                      nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1, output_padding=1),
+                      nn.InstanceNorm2d(32, affine=True), nn.ConvTranspose2d(32, 3, 3, 2, 1),
+                      nn.LayerNorm((3, 17, 17)))
+    rows, out = summary_rows(g, (2, 100, 1, 1))
+    assert [r.out_shape for r in rows] == [(2, 64, 4, 4)] * 3 + [(2, 32, 9, 9)] * 2 + \
+        [(2, 3, 17, 17)] * 2
+    x = np.zeros((2, 100, 1, 1), np.float32)
+    with nn.no_grad():
+        assert g(x).shape == out == (2, 3, 17, 17)
+    assert [r.params for r in rows] == [100 * 64 * 16, 128, 0, 64 * 32 * 16 + 32, 64, 32 * 3 * 9
+                                        + 3, 2 * 3 * 17 * 17]
+    # FLOPs: 2 per multiply-add, one per (input pixel, output channel, kernel tap).
+    assert rows[0].flops == 2 * 2 * 100 * 1 * 64 * 16
+    assert rows[3].flops == 2 * 2 * 64 * 16 * 32 * 16
+    assert rows[5].flops == 2 * 2 * 32 * 81 * 3 * 9
+    # Receptive field: ceil(4/1)=4 taps, then ceil(4/2)=2 at jump 1, then ceil(3/2)=2 at
+    # jump 1/2 -> 4, 5, 5.5 (shown rounded up: 6).
+    assert [r.rf[0] for r in rows] == [4, 4, 4, 5, 5, 6, 6]
+    assert shapes.conv_transpose_out_size(4, 4, 1, 2, 1, 1) == 9
+    with pytest.raises(ValueError, match="output_padding"):
+        shapes.conv_transpose_out_size(4, 4, 1, 2, output_padding=2)
+    assert "ConvTranspose2d" in summary(g, (100, 1, 1))
+
+    c = nn.Sequential(nn.Conv1d(3, 8, 5, padding="same"), nn.ReLU(),
+                      nn.Conv1d(8, 16, 3, stride=2, dilation=2, groups=2))
+    rows, out = summary_rows(c, (3, 64))
+    assert out == (1, 16, 30) and [r.rf[0] for r in rows] == [5, 5, 9]
+    assert rows[0].flops == 2 * 8 * 64 * 3 * 5 and rows[2].flops == 2 * 16 * 30 * 4 * 3
+    with nn.no_grad():
+        assert c(np.zeros((1, 3, 64), np.float32)).shape == out
+    with pytest.raises(ValueError, match=r"\(N, C, L\)"):
+        summary_rows(c, (1, 3, 8, 8))
