@@ -10,8 +10,9 @@ through r_out = r_in + (k - 1) * dilation * jump_in and jump_out = jump_in * str
 After Flatten every output depends on the whole feature map, which counts as one window
 over it. A transposed convolution with stride s reads ceil(k_eff / s) input positions per
 output position and divides the jump by s (a fraction of an input pixel; the table shows
-the field rounded up). A 1-D layer is the width axis of a height-1 2-D one. FLOPs: 2 per multiply-add of convolutions and linear layers (bias additions,
-elementwise layers, normalisation and pooling are not counted, the usual convention).
+the field rounded up). A 1-D layer is the width axis of a height-1 2-D one. FLOPs: 2 per
+multiply-add of convolutions and linear layers (bias additions, elementwise layers,
+normalisation and pooling are not counted, the usual convention).
 """
 from __future__ import annotations
 
