@@ -443,3 +443,20 @@ def cross_entropy_backward(logits, target, *, backend=None):
     lib, dtype, name, mod = _resolve(op, backend, {"logits": logits})
     lg, tg = _ce_check(op, logits, target, lib)
     return op_impl(name, mod, op)(lg, tg)
+
+
+# The rest of the conv family (conv_transpose2d, conv1d, group/layer norm) lives in its own
+# module on top of the helpers above; re-exported here so F.<name> reaches every op.
+from .functional_family import (  # noqa: E402,F401
+    conv1d,
+    conv1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+)
+
+__all__ += ["conv1d", "conv1d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+            "group_norm", "group_norm_backward", "layer_norm", "layer_norm_backward"]

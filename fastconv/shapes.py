@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["out_size", "same_padding", "receptive_field", "conv_params", "conv_flops"]
+__all__ = ["out_size", "conv_transpose_out_size", "same_padding", "receptive_field",
+           "conv_params", "conv_flops"]
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -59,6 +60,33 @@ def pool_out_len(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> 
     n = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (n - 1) * s >= size + p:
         n -= 1
+    return n
+
+
+def conv_transpose_out_size(W: int, K: int, P: int = 0, S: int = 1, dilation: int = 1,
+                           output_padding: int = 0) -> int:
+    """Output length of a transposed convolution over ``W`` samples (as PyTorch):
+    ``(W - 1) * S - 2 * P + dilation * (K - 1) + output_padding + 1``.
+
+    ``output_padding`` must be smaller than the stride or the dilation. Raises
+    ``ValueError`` when the output would be empty.
+
+    >>> conv_transpose_out_size(4, 4, 1, 2)
+    8
+    """
+    W = _check_int(W, "W", 1)
+    K = _check_int(K, "K", 1)
+    P = _check_int(P, "P", 0)
+    S = _check_int(S, "S", 1)
+    dilation = _check_int(dilation, "dilation", 1)
+    output_padding = _check_int(output_padding, "output_padding", 0)
+    if not (output_padding < S or output_padding < dilation):
+        raise ValueError(f"output_padding={output_padding} must be smaller than either the "
+                         f"stride S={S} or the dilation {dilation}")
+    n = (W - 1) * S - 2 * P + dilation * (K - 1) + output_padding + 1
+    if n < 1:
+        raise ValueError(f"output size would be {n} (W={W}, K={K}, P={P}, S={S}, "
+                         f"dilation={dilation}, output_padding={output_padding})")
     return n
 
 

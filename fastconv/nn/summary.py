@@ -8,16 +8,23 @@ merge the two branches (shapes must agree; the receptive field is the larger one
 Receptive field: size of the input window that can influence one output pixel, per axis,
 through r_out = r_in + (k - 1) * dilation * jump_in and jump_out = jump_in * stride.
 After Flatten every output depends on the whole feature map, which counts as one window
-over it. FLOPs: 2 per multiply-add of convolutions and linear layers (bias additions,
-elementwise layers, normalisation and pooling are not counted, the usual convention).
+over it. A transposed convolution with stride s reads ceil(k_eff / s) input positions per
+output position and divides the jump by s (a fraction of an input pixel; the table shows
+the field rounded up). A 1-D layer is the width axis of a height-1 2-D one. FLOPs: 2 per
+multiply-add of convolutions and linear layers (bias additions, elementwise layers,
+normalisation and pooling are not counted, the usual convention).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .. import shapes
 from .._args import adaptive_output_size
+from . import conv_layers as CL
 from . import layers as L
+from . import norm_layers as NL
 from .module import Module, _Traced
 
 __all__ = ["summary", "summary_rows"]
@@ -80,9 +87,12 @@ class _Meta(_Traced):
         out, flops = rule(module, self)
         params = sum(p.size for p in module._parameters.values())
         trainable = sum(p.size for p in module._parameters.values() if p.requires_grad)
+        rf = tuple(int(math.ceil(r)) for r in out.rf)
+        if len(out.shape) == 3:
+            rf = (rf[1], rf[1])  # a sequence: only the width axis has a field
         self.tracer.rows.append(Row(self.tracer.names.get(id(module), "?"),
                                     type(module).__name__, out.shape, params, trainable,
-                                    out.rf, flops))
+                                    rf, flops))
         return out
 
 
@@ -117,6 +127,60 @@ def _conv(mod: L.Conv2d, m: _Meta):
                               mod.padding, mod.dilation, mod.groups)
     rf, jump = _window(m, mod.kernel_size, mod.stride, mod.dilation)
     return m._like((N, mod.out_channels, P, Q), rf, jump), flops
+
+
+def _conv1d(mod: CL.Conv1d, m: _Meta):
+    if len(m.shape) != 3 or m.shape[1] != mod.in_channels:
+        raise ValueError(f"summary: Conv1d needs a 3-D (N, {mod.in_channels}, L) input, got "
+                         f"{m.shape}")
+    N, C, Lin = m.shape
+    (k,), (s,), (d,) = mod.kernel_size, mod.stride, mod.dilation
+    if mod.padding == "valid":
+        pads = (0, 0)
+    elif mod.padding == "same":
+        pads = shapes.same_padding(k, d)
+    else:
+        pads = (mod.padding[0],) * 2
+    Lout = shapes.out_size(Lin + sum(pads), k, 0, s, d)
+    flops = shapes.conv_flops((N, C, 1, Lin), (*mod.weight.shape[:2], 1, k), (1, s),
+                              (0, pads[0]) if mod.padding != "same" else "same", (1, d),
+                              mod.groups)
+    rf, jump = _window(m, (1, k), (1, s), (1, d))
+    return m._like((N, mod.out_channels, Lout), rf, jump), flops
+
+
+def _conv_transpose(mod: CL.ConvTranspose2d, m: _Meta):
+    _need4(m, "ConvTranspose2d", mod.in_channels)
+    N, C, H, W = m.shape
+    out = tuple(shapes.conv_transpose_out_size(n, k, p, s, d, op) for n, k, p, s, d, op in
+                zip((H, W), mod.kernel_size, mod.padding, mod.stride, mod.dilation,
+                    mod.output_padding))
+    kh, kw = mod.kernel_size
+    flops = 2 * N * C * H * W * (mod.out_channels // mod.groups) * kh * kw
+    # ceil(k_eff / s) input positions reach one output position; the jump shrinks by s.
+    reach = tuple(-(-(d * (k - 1) + 1) // s) for k, s, d in
+                  zip(mod.kernel_size, mod.stride, mod.dilation))
+    rf = tuple(r + (n - 1) * j for r, n, j in zip(m.rf, reach, m.jump))
+    jump = tuple(Fraction(j) / s for j, s in zip(m.jump, mod.stride))
+    return m._like((N, mod.out_channels, *out), rf, jump), flops
+
+
+def _channels_norm(mod, m: _Meta):
+    who = type(mod).__name__
+    if isinstance(mod, NL.InstanceNorm2d):
+        _need4(m, who, mod.num_features if (mod.affine or mod.track_running_stats) else None)
+    elif len(m.shape) < 2 or m.shape[1] != mod.num_channels:
+        raise ValueError(f"summary: GroupNorm expects (N, {mod.num_channels}, ...), got "
+                         f"{m.shape}")
+    return m._like(m.shape), 0
+
+
+def _layer_norm(mod: NL.LayerNorm, m: _Meta):
+    k = len(mod.normalized_shape)
+    if tuple(m.shape[len(m.shape) - k:]) != mod.normalized_shape:
+        raise ValueError(f"summary: LayerNorm normalises {mod.normalized_shape}, got input "
+                         f"shape {m.shape}")
+    return m._like(m.shape), 0
 
 
 def _pool(mod, m: _Meta):
@@ -170,6 +234,9 @@ _RULES = {
     L.Conv2d: _conv, L.MaxPool2d: _pool, L.AvgPool2d: _pool,
     L.AdaptiveAvgPool2d: _adaptive, L.Flatten: _flatten, L.Linear: _linear,
     L.BatchNorm2d: _same, L.ReLU: _same, L.Dropout: _same, L.Identity: _same,
+    CL.Conv1d: _conv1d, CL.ConvTranspose2d: _conv_transpose,
+    NL.GroupNorm: _channels_norm, NL.InstanceNorm2d: _channels_norm,
+    NL.LayerNorm: _layer_norm,
 }
 
 
@@ -184,11 +251,16 @@ def summary_rows(model: Module, input_shape):
     except (TypeError, ValueError):
         raise TypeError(f"summary: input_shape must be a sequence of ints, got "
                         f"{input_shape!r}") from None
-    if len(shape) == 3:
+    # A model that starts on sequences (its first layer a Conv1d) takes (N, C, L) or
+    # (C, L); any other model (N, C, H, W) or (C, H, W).
+    first = next((m for _, m in model.named_modules() if not m._modules), None)
+    rank = 3 if isinstance(first, CL.Conv1d) else 4
+    if len(shape) == rank - 1:
         shape = (1, *shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"summary: input_shape must be (N, C, H, W) or (C, H, W) with "
-                         f"positive sizes, got {tuple(input_shape)}")
+    if len(shape) != rank or min(shape) < 1:
+        want = "(N, C, L) or (C, L)" if rank == 3 else "(N, C, H, W) or (C, H, W)"
+        raise ValueError(f"summary: input_shape must be {want} with positive sizes, got "
+                         f"{tuple(input_shape)}")
     names = {id(m): (n or type(m).__name__) for n, m in model.named_modules()}
     tracer = _Tracer(names)
     out = model(_Meta(shape, tracer=tracer))
