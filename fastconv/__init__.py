@@ -38,6 +38,7 @@ _LAZY = {
     "models": ("fastconv.models", None),
     "optim": ("fastconv.optim", None),
     "signal": ("fastconv.signal", None),
+    "ndimage": ("fastconv.ndimage", None),
     "shapes": ("fastconv.shapes", None),
     "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
@@ -62,4 +63,5 @@ __all__ = [
     "cross_entropy", "cross_entropy_backward", "backends", "set_num_threads",
     "get_num_threads", "out_size", "same_padding", "receptive_field", "conv_params",
     "conv_flops", "autotune", "summary", "fold_batch_norm", "nn", "models", "optim", "signal",
+    "ndimage",
 ]
