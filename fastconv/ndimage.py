@@ -192,13 +192,39 @@ def _run_pass(kernel, input, output, axis, *params):
     input = _raw(input)
     ct = _compute_dtype(input, output)
     x = np.ascontiguousarray(input, dtype=ct)
-    direct = (output.dtype == ct and output.flags.c_contiguous
-              and not np.may_share_memory(x, output))
+    direct = output.dtype == ct and output.flags.c_contiguous
+    if direct and np.may_share_memory(x, output):
+        # A pass along the last axis copies each line before writing it, so it may run in
+        # place; a pass along another axis reads rows it has already written.
+        direct = (_is_lines(x.shape, axis) and x.ctypes.data == output.ctypes.data
+                  and x.strides == output.strides)
     y = output if direct else np.empty(input.shape, ct)
     if input.size:
         kernel(_as3(x, axis), _as3(y, axis), *params)
     if not direct:
         _store(output, y)
+    return output
+
+
+def _is_lines(shape, axis) -> bool:
+    return int(np.prod(shape[axis + 1:], dtype=np.int64)) == 1
+
+
+def _chain(input, output, passes):
+    """Runs 1-D passes [(axis, run(inp, out))] from input to output, each pass stored in
+    the output dtype as SciPy does. A pass along a non-last axis cannot run in place, so
+    the pass before it writes a scratch array of the output dtype instead of output
+    (ping-pong) rather than copying afterwards."""
+    cur, tmp = input, None
+    for j, (axis, run) in enumerate(passes):
+        target = output
+        if j + 1 < len(passes) and not _is_lines(input.shape, passes[j + 1][0]):
+            if cur is output or tmp is None or cur is not tmp:
+                if tmp is None:
+                    tmp = np.empty(input.shape, output.dtype)
+                target = tmp
+        run(cur, target)
+        cur = target
     return output
 
 
@@ -280,6 +306,11 @@ def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, 
     _check_types(input, output)
     return _correlate1d_into(input, weights, axis, output, code, _real_cval(cval),
                              int(origin))
+
+
+def _pass_correlate1d(weights, axis, code, cval, origin=0):
+    weights = np.asarray(weights, dtype=np.float64)
+    return lambda inp, out: _correlate1d_into(inp, weights, axis, out, code, cval, origin)
 
 
 def _correlate1d_into(input, weights, axis, output, code, cval, origin):
@@ -399,10 +430,22 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     if not todo:
         output[...] = input[...]
         return output
+    if input.dtype.kind == "c":
+        for axis, sz, org, md in todo:
+            uniform_filter1d(input, int(sz), axis, output, md, cval, org)
+            input = output
+        return output
+    passes = []
     for axis, sz, org, md in todo:
-        uniform_filter1d(input, int(sz), axis, output, md, cval, org)
-        input = output
-    return output
+        sz = int(sz)
+        if (sz // 2 + org < 0) or (sz // 2 + org >= sz):
+            raise ValueError("invalid origin")
+        code = _mode_code(md)
+        passes.append((axis, lambda i, o, axis=axis, sz=sz, code=code, org=org:
+                       _uniform_into(i, sz, axis, o, code, cv, org)))
+    _check_types(input, output)
+    cv = _real_cval(cval)
+    return _chain(input, output, passes)
 
 
 def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0,
@@ -426,10 +469,21 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     if not todo:
         output[...] = input[...]
         return output
+    if input.dtype.kind == "c" or output.dtype.kind == "c":
+        for axis, sg, od, md, rd in todo:
+            gaussian_filter1d(input, sg, axis, od, output, md, cval, truncate, radius=rd)
+            input = output
+        return output
+    _check_types(input, output)
+    cval = _real_cval(cval)
+    passes = []
     for axis, sg, od, md, rd in todo:
-        gaussian_filter1d(input, sg, axis, od, output, md, cval, truncate, radius=rd)
-        input = output
-    return output
+        lw = int(truncate * float(sg) + 0.5) if rd is None else rd
+        if not isinstance(lw, numbers.Integral) or lw < 0:
+            raise ValueError("Radius must be a nonnegative integer.")
+        w = _gaussian_kernel1d(sg, od, lw)[::-1]
+        passes.append((axis, _pass_correlate1d(w, axis, _mode_code(md), cval)))
+    return _chain(input, output, passes)
 
 
 def _edge(name, smooth, input, axis, output, mode, cval):
@@ -439,11 +493,19 @@ def _edge(name, smooth, input, axis, output, mode, cval):
     axis = _normalize_axis(axis, input.ndim)
     output = _get_output(output, input)
     modes = _normalize_sequence(mode, input.ndim)
-    correlate1d(input, [-1, 0, 1], axis, output, modes[axis], cval, 0)
-    for ii in range(input.ndim):
-        if ii != axis:
-            correlate1d(output, smooth, ii, output, modes[ii], cval, 0)
-    return output
+    if input.dtype.kind == "c" or output.dtype.kind == "c":
+        correlate1d(input, [-1, 0, 1], axis, output, modes[axis], cval, 0)
+        for ii in range(input.ndim):
+            if ii != axis:
+                correlate1d(output, smooth, ii, output, modes[ii], cval, 0)
+        return output
+    codes = [_mode_code(m) for m in modes]
+    _check_types(input, output)
+    cval = _real_cval(cval)
+    passes = [(axis, _pass_correlate1d([-1, 0, 1], axis, codes[axis], cval))]
+    passes += [(ii, _pass_correlate1d(smooth, ii, codes[ii], cval))
+               for ii in range(input.ndim) if ii != axis]
+    return _chain(input, output, passes)
 
 
 def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0):
@@ -565,8 +627,6 @@ def _correlate_or_convolve(input, weights, output, mode, cval, origin, convoluti
     # over a stack of planes.
     rest = [ax for ax in range(ndim) if ax not in active]
     order = rest + active
-    if len(order) < 2:
-        order = order
     x = np.ascontiguousarray(np.transpose(input, order), dtype=ct)
     if x.ndim == 1:
         x = x[None, :]
@@ -577,9 +637,13 @@ def _correlate_or_convolve(input, weights, output, mode, cval, origin, convoluti
     if len(sh) == 1:
         sh = [0] + sh
     x3 = x.reshape((-1,) + x.shape[-2:])
-    y3 = np.empty_like(x3)
+    in_place = (order == list(range(ndim)) and output.dtype == ct
+                and output.flags.c_contiguous and not np.may_share_memory(x, output))
+    y3 = output.reshape(x3.shape) if in_place else np.empty_like(x3)
     op_impl("native", _native(), "ndimage_correlate2d")(x3, y3, w2, (sh[0], sh[1]), code,
                                                          ct.type(cval))
+    if in_place:
+        return output
     y = y3.reshape(x.shape)
     if input.ndim == 1:
         y = y[0]
