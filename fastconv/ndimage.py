@@ -24,9 +24,9 @@ Dtypes and rounding
     float64 in SciPy's summation order, without fused multiply-adds: the results are
     SciPy's bit for bit. Integer outputs are truncated toward zero and wrapped modulo
     2**bits, as SciPy's C casts do (a uint8 Sobel gives 256 - 3 for -3). float32 input
-    with float32 output is computed in float32 in SciPy's order (SciPy sums in float64 and
-    rounds once), so results differ from SciPy's by float32 rounding: a relative error of
-    a few 1e-7 of the sum of ``|w| * |x|``. ``uniform_filter`` always accumulates in
+    with float32 output is computed in float32 in SciPy's order, with fused multiply-adds
+    where the CPU has them (SciPy sums in float64 and rounds once), so results differ from
+    SciPy's by float32 rounding: a few 1e-7 of the sum of ``|w| * |x|`` over the window. ``uniform_filter`` always accumulates in
     float64 with SciPy's running-sum recurrence. Separable filters (uniform, Gaussian,
     Sobel, Prewitt, Laplace) store each 1-D pass in the output dtype, as SciPy does.
     Complex input or weights are split into real passes, as SciPy does.
