@@ -27,7 +27,7 @@ namespace {
 
 // Below this many multiply-adds one thread is faster than waking the pool (see
 // csrc/cpu/signal.cpp for the measurement on the 2-core machine).
-constexpr double kMinParallelWork = double(1 << 21);
+constexpr double kMinParallelWork = double(1 << 23);
 
 // acc + a * b. float64 keeps SciPy's separate multiply and add (bit-exact results);
 // float32, which cannot match SciPy's float64 sums bit for bit anyway, uses a fused
@@ -227,20 +227,29 @@ void corr1d_any(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, const
     corr1d_strided<T, SYM>(x, y, outer, n, inner, w, L, shift, mode, cval, nt);
 }
 
-// SciPy's uniform recurrence over `cols` independent lanes: lane c of line p is
-// at(p, c); out(i, c) receives the mean. acc is a scratch of cols doubles.
-template <class At, class Put>
-inline void uniform_lanes(int64_t n, int64_t size, int64_t cols, double* acc, At at, Put put) {
+// SciPy's uniform recurrence over `cols` independent lanes: row(p) points at the cols
+// values of extended line position p, out(i) at where the means of output i go. Row
+// pointers are resolved once per position so the lane loops vectorise.
+template <class Row, class Out>
+inline void uniform_lanes(int64_t n, int64_t size, int64_t cols, double* acc, Row row, Out out) {
   for (int64_t c = 0; c < cols; ++c) acc[c] = 0.0;
-  for (int64_t k = 0; k < size; ++k)
-    for (int64_t c = 0; c < cols; ++c) acc[c] += at(k, c);
+  for (int64_t k = 0; k < size; ++k) {
+    const auto* r = row(k);
+    for (int64_t c = 0; c < cols; ++c) acc[c] += static_cast<double>(r[c]);
+  }
   const double sz = static_cast<double>(size);
-  for (int64_t c = 0; c < cols; ++c) put(0, c, acc[c] / sz);
-  for (int64_t i = 1; i < n; ++i)
+  auto* o0 = out(0);
+  using O = std::remove_pointer_t<decltype(o0)>;
+  for (int64_t c = 0; c < cols; ++c) o0[c] = static_cast<O>(acc[c] / sz);
+  for (int64_t i = 1; i < n; ++i) {
+    const auto* in = row(i + size - 1);
+    const auto* outg = row(i - 1);
+    auto* o = out(i);
     for (int64_t c = 0; c < cols; ++c) {
-      acc[c] += at(i + size - 1, c) - at(i - 1, c);
-      put(i, c, acc[c] / sz);
+      acc[c] += static_cast<double>(in[c]) - static_cast<double>(outg[c]);
+      o[c] = static_cast<O>(acc[c] / sz);
     }
+  }
 }
 
 }  // namespace
@@ -292,8 +301,8 @@ void ndi_uniform1d(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, in
         const double* t = tb.data();
         double* ov = ob.data();
         uniform_lanes(
-            n, size, G, acc, [t](int64_t p, int64_t c) { return t[p * G + c]; },
-            [ov](int64_t i, int64_t c, double v) { ov[i * G + c] = v; });
+            n, size, G, acc, [t](int64_t p) { return t + p * G; },
+            [ov](int64_t i) { return ov + i * G; });
         for (int64_t g = 0; g < cnt; ++g) {
           T* dst = y + (o0 + g) * n;
           for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(ob[i * G + g]);
@@ -317,13 +326,11 @@ void ndi_uniform1d(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, in
       const T* base = x + o * n * inner + c0;
       T* yb = y + o * n * inner + c0;
       const int64_t* ix = idx.data();
+      const T* cv = cvrow.data();
       uniform_lanes(
           n, size, cols, acc.data(),
-          [=](int64_t p, int64_t c) {
-            const int64_t s = ix[p];
-            return s < 0 ? cval : static_cast<double>(base[s * inner + c]);
-          },
-          [=](int64_t i, int64_t c, double v) { yb[i * inner + c] = static_cast<T>(v); });
+          [=](int64_t p) { return ix[p] < 0 ? cv : base + ix[p] * inner; },
+          [=](int64_t i) { return yb + i * inner; });
     }
   }
 }
