@@ -20,6 +20,7 @@ void bind_norm(nb::module_& m);
 void bind_misc(nb::module_& m);
 void bind_signal(nb::module_& m);
 void bind_peak(nb::module_& m);
+void bind_ndimage(nb::module_& m);
 }  // namespace fc::bind
 
 NB_MODULE(_native, m) {
@@ -49,4 +50,5 @@ NB_MODULE(_native, m) {
   fc::bind::bind_misc(m);
   fc::bind::bind_signal(m);
   fc::bind::bind_peak(m);
+  fc::bind::bind_ndimage(m);
 }

@@ -46,7 +46,13 @@ _LAZY = {
     "models": ("fastconv.models", None),
     "optim": ("fastconv.optim", None),
     "signal": ("fastconv.signal", None),
+    "ndimage": ("fastconv.ndimage", None),
     "shapes": ("fastconv.shapes", None),
+    "io": ("fastconv.io", None),
+    "data": ("fastconv.data", None),
+    "distributed": ("fastconv.distributed", None),
+    "finetune": ("fastconv.finetune", None),
+    "viz": ("fastconv.viz", None),
     "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
     "fold_batch_norm": ("fastconv.fusion", "fold_batch_norm"),
@@ -74,5 +80,6 @@ __all__ = [
     "receptive_field", "conv_params", "conv_flops", "conv1d", "conv1d_backward",
     "conv_transpose2d", "conv_transpose2d_backward", "group_norm", "group_norm_backward",
     "layer_norm", "layer_norm_backward", "autotune", "summary", "fold_batch_norm", "nn",
-    "models", "optim", "signal",
+    "models", "optim", "signal", "ndimage", "io", "data", "distributed", "finetune",
+    "viz",
 ]

@@ -133,3 +133,32 @@ def _im2col_wins(op: str, spec, Cg: int) -> bool:
             return False  # the GEMM's 14-row register tile would be mostly padding
         return not (op == "conv2d_forward" and Cg <= _MAX_SHALLOW_1X1_CHANNELS)
     return op == "conv2d_backward_data" and spec.stride != (1, 1)
+
+
+# ----------------------------------------------------------------------------- signal
+# fastconv.signal's method choice (scipy.signal.correlate2d / convolve2d).
+#
+# "direct" (the default) is the exact path: SciPy's direct sum. "fft" only when asked for
+# by name, or by method="auto" when the cost model says it is cheaper: the direct kernel
+# does ho*wo*kh*kw multiply-adds, the FFT about _FFT_COST of them per N log2 N of the
+# padded transform (calibrated single-threaded with scipy.fft: the crossover is near a
+# 21x21 kernel on a 512x512 float32 image). Below _FFT_MIN_TAPS taps direct always wins.
+# Integers and long double never use the FFT.
+_FFT_COST = {"float32": 20.0, "float64": 16.0}
+_FFT_MIN_TAPS = 64
+
+
+def pick_correlate_method(method: str, real_dtype: str, out_hw, k_shape, fft_len) -> str:
+    """``"direct"`` or ``"fft"`` for a correlation producing ``out_hw`` with kernel
+    ``k_shape``; ``fft_len(n)`` is the padded transform length for ``n`` points."""
+    import math
+
+    if method != "auto" or real_dtype not in _FFT_COST:
+        return "fft" if method == "fft" else "direct"
+    ho, wo = out_hw
+    kh, kw = k_shape
+    taps = kh * kw
+    if taps < _FFT_MIN_TAPS or ho * wo == 0:
+        return "direct"
+    n = fft_len(ho + kh - 1) * fft_len(wo + kw - 1)
+    return "fft" if ho * wo * taps > _FFT_COST[real_dtype] * n * math.log2(max(n, 2)) else "direct"

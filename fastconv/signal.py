@@ -3,7 +3,7 @@
 Drop-in replacements for :func:`scipy.signal.correlate2d` and
 :func:`scipy.signal.convolve2d` (SciPy 1.17): same arguments, output shapes, result
 dtypes, boundary handling and exceptions, computed by fastconv's multithreaded,
-vectorised C++ kernel (or an FFT for large kernels).
+vectorised C++ kernel (an FFT only when asked for).
 
 Result dtype
     ``np.promote_types(in1.dtype, in2.dtype)``, as SciPy: float32 stays float32,
@@ -18,30 +18,40 @@ Integers
     on where the wrapping happens). The FFT is never used for integers.
 
 Floating point
-    float32 is computed in float32, float64 in float64; results match SciPy to rounding
-    (the summation order and fused multiply-adds differ, so not always bit for bit).
-    long double and complex long double, which the kernel does not cover, go through a
-    NumPy loop in that precision. Complex inputs are split into real and imaginary planes
-    and combined from four real correlations.
+    float32 is computed in float32, float64 in float64, by direct summation (the default
+    ``method="direct"``): the same sum SciPy's loops take, so a tap that is exactly zero
+    contributes exactly zero (a 40x40 impulse convolved with a 21x21 ones kernel is 0
+    outside the 21x21 square, as in SciPy) and a NaN reaches only the outputs whose window
+    holds it. The terms are added in another order and with fused multiply-adds, so
+    results agree with SciPy's to rounding, not always bit for bit: within
+    ``kh * kw * eps * sum |in1| * |in2|`` over the window (eps of the result type), and
+    exactly for integer-valued data whose sums are representable. long double and
+    complex long double, which the kernel does not cover, go through a NumPy loop in
+    that precision. Complex inputs are split into real and imaginary planes and combined
+    from four real correlations.
 
 Speed
     The direct kernel is vectorised (AVX-512 / AVX2 / SSE2, picked at run time) and
     splits output rows over ``fastconv.set_num_threads`` threads once a call has more
     than ~8M multiply-adds (below that one thread is faster than waking the others).
-    ``method="auto"`` switches to an FFT (scipy.fft with the same thread count, or
-    numpy.fft) when a cost model says it is cheaper: from about 21x21 kernels on a
-    512x512 float32 image. bench/correlate2d.py compares with scipy.signal and scipy.ndimage.
+    Extra memory is the output, a contiguous copy of a non-contiguous input, and a strip
+    of about 256 KiB per thread. bench/correlate2d.py compares with scipy.signal,
+    scipy.ndimage and OpenCV.
 
 Extensions (not in SciPy)
     * ``in1`` may be a batch of images, shape ``(..., H, W)``, correlated with one 2-D
       ``in2`` in one call; the result is ``(..., Ho, Wo)`` and each image gets exactly
       what SciPy gives for it (including the swap in ``"valid"`` mode).
-    * keyword-only ``method``: ``"auto"`` (default), ``"direct"`` or ``"fft"``. ``"auto"``
-      uses the FFT for large kernels, where it is faster; its float results then differ
-      from SciPy's direct sum by FFT rounding (relative to the size of the result), as
-      with :func:`scipy.signal.fftconvolve`.
-    * CuPy arrays are passed to :func:`cupyx.scipy.signal.correlate2d` /
-      ``convolve2d`` and stay on the GPU.
+    * keyword-only ``method``: ``"direct"`` (default, SciPy's answer), ``"fft"`` or
+      ``"auto"`` (the FFT when a cost model in fastconv/_heuristics.py says it is
+      cheaper: from about 21x21 kernels on a 512x512 float32 image). The FFT is inexact:
+      its float results differ from the direct sum by FFT rounding relative to the
+      largest values of the result (about 1e-6 * max|result| in float32, 1e-15 in
+      float64), so exact zeros come out as small non-zeros, and one NaN or inf in
+      ``in1`` makes every output NaN, as with :func:`scipy.signal.fftconvolve`.
+      Integers are always summed directly.
+    * CuPy arrays are passed, through the ``cuda`` backend, to
+      :func:`cupyx.scipy.signal.correlate2d` / ``convolve2d`` and stay on the GPU.
 
 Known differences
     * SciPy crashes the interpreter (division by zero) for ``boundary="wrap"`` or
@@ -55,7 +65,8 @@ import math
 
 import numpy as np
 
-from . import _native
+from . import _heuristics
+from ._dispatch import get_backend, get_num_threads, op_impl
 
 __all__ = ["correlate2d", "convolve2d"]
 
@@ -66,17 +77,9 @@ _BOUNDARIES = {"fill": 0, "pad": 0, "wrap": 1, "circular": 1, "symm": 2, "symmet
                "reflect": -1}
 _METHODS = ("auto", "direct", "fft")
 
-# Cost model for method="auto": direct does Ho*Wo*kh*kw multiply-adds; the FFT path
-# costs about _FFT_COST of them per N log2 N for an N-point padded transform (image and
-# kernel transforms, inverse, padding). Calibrated single-threaded on AVX-512 (scipy.fft):
-# the direct kernel runs ~25 GMAC/s in float32 and ~14 in float64, a 2-D real FFT pass
-# ~1 ns per N log2 N; the crossover is near a 21x21 kernel on a 512x512 float32 image
-# and 15x15 on a 128x128 float64 one.
-_FFT_COST = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 16.0}
-_FFT_MIN_TAPS = 64  # below this many taps the direct kernel always wins
 
 
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="auto"):
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="direct"):
     """Cross-correlate two 2-D arrays, as :func:`scipy.signal.correlate2d`.
 
     ``out[m, n] = sum_{i,j} in1_ext[m + i - oh, n + j - ow] * conj(in2[i, j])`` where
@@ -98,8 +101,10 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="
     boundary : {"fill", "wrap", "symm"} and SciPy's aliases
     fillvalue : scalar
         The pad value for ``boundary="fill"``, cast to the result dtype.
-    method : {"auto", "direct", "fft"}, keyword only
-        Not in SciPy: force the direct kernel or the FFT (floating point only).
+    method : {"direct", "fft", "auto"}, keyword only
+        Not in SciPy. ``"direct"`` (default) is SciPy's direct sum; ``"fft"`` (floating
+        point only) and ``"auto"`` may use an FFT, whose error is relative to the
+        largest output (see the module docstring) and which spreads NaN everywhere.
 
     Returns
     -------
@@ -116,7 +121,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="
     return _corr_or_conv(in1, in2, mode, boundary, fillvalue, method, convolve=False)
 
 
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="auto"):
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="direct"):
     """Convolve two 2-D arrays, as :func:`scipy.signal.convolve2d`.
 
     ``out[m, n] = sum_{i,j} in1_ext[m - i + oh, n - j + ow] * in2[i, j]`` (no
@@ -137,18 +142,15 @@ def _is_cupy(a) -> bool:
 
 
 def _cupy_call(name, in1, in2, mode, boundary, fillvalue):
-    try:
-        from cupyx.scipy import signal as cusignal
-    except ImportError as exc:
-        raise ImportError(
-            f"fastconv.signal.{name} got a CuPy array, which runs on the GPU through "
-            f"cupyx.scipy.signal.{name}, but cupyx.scipy.signal cannot be imported "
-            f"({exc}); install CuPy with SciPy support, or pass NumPy arrays") from exc
-    fn = getattr(cusignal, name, None)
-    if fn is None:
-        raise ImportError(f"this CuPy has no cupyx.scipy.signal.{name}; upgrade CuPy "
-                          "or pass NumPy arrays")
-    return fn(in1, in2, mode, boundary, fillvalue)
+    # The cuda backend's op hands CuPy arrays to cupyx.scipy.signal.
+    _, mod = get_backend(None, "cupy", None, f"signal.{name}")
+    return op_impl("cuda", mod, "signal_call")(name, in1, in2, mode, boundary, fillvalue)
+
+
+def _op(name: str):
+    """The native backend's signal op (NumPy arrays; the dispatcher resolves it)."""
+    _, mod = get_backend(None, "numpy", None, f"signal.{name}")
+    return op_impl("native", mod, name)
 
 
 # --------------------------------------------------------------------------- checks
@@ -281,18 +283,18 @@ def _correlate(x, k, dt, out_hw, off, bnd, fill, method):
             raise ValueError("method='fft' is for floating-point input; integer results "
                              "are computed exactly by the direct method")
         # int64 bits mod 2**64; the cast back to dt keeps the low bits, as SciPy.
-        xi = np.ascontiguousarray(x.astype(dt, copy=False).astype(np.int64, copy=False))
+        xi = _rows(x.astype(dt, copy=False), np.int64)
         ki = np.ascontiguousarray(k.astype(dt, copy=False).astype(np.int64, copy=False))
         y = np.empty(y_shape, np.int64)
-        _native.signal_corr2d(xi, ki, y, off, bnd, int(fill.astype(np.int64)))
+        _op("signal_corr2d")(xi, ki, y, off, bnd, int(fill.astype(np.int64)))
         return y.astype(dt, copy=False)
     if (dt.kind == "f" and dt.itemsize > 8) or (dt.kind == "c" and dt.itemsize > 16):
         if method == "fft":
             raise ValueError("method='fft' is not available for long double")
         return _correlate_numpy(x.astype(dt), k.astype(dt), out_hw, off, bnd, fill)
     real = np.dtype(np.float32) if dt in (np.float32, np.complex64) else np.dtype(np.float64)
-    use_fft = method == "fft" or (method == "auto" and _fft_wins(x.shape[0], out_hw, k.shape,
-                                                               real))
+    use_fft = _heuristics.pick_correlate_method(method, str(real), out_hw, k.shape,
+                                                _fast_len) == "fft"
     if dt.kind == "c":
         xc, kc = x.astype(dt, copy=False), k.astype(dt, copy=False)
         fr, fi = fill.real.item(), fill.imag.item()
@@ -304,34 +306,35 @@ def _correlate(x, k, dt, out_hw, off, bnd, fill, method):
         for xn, xp, f in (("r", xr, fr), ("i", xim, fi)):
             for kn, kp in (("r", kr), ("i", ki)):
                 out = np.empty(y_shape, real)
-                _native.signal_corr2d(xp, kp, out, off, bnd, f)
+                _op("signal_corr2d")(xp, kp, out, off, bnd, f)
                 planes[xn + kn] = out
         y = np.empty(y_shape, dt)
         np.subtract(planes["rr"], planes["ii"], out=y.real)
         np.add(planes["ri"], planes["ir"], out=y.imag)
         return y
     # Cast to dt first (the precision SciPy computes in), then to the kernel's type.
-    xf = np.ascontiguousarray(x.astype(dt, copy=False), dtype=real)
+    xf = _rows(x.astype(dt, copy=False), real)
     kf = np.ascontiguousarray(k.astype(dt, copy=False), dtype=real)
     if use_fft:
         return _correlate_fft_real(xf, kf, real, out_hw, off, bnd, float(fill)).astype(
             dt, copy=False)
     y = np.empty(y_shape, real)
-    _native.signal_corr2d(xf, kf, y, off, bnd, float(fill))
+    _op("signal_corr2d")(xf, kf, y, off, bnd, float(fill))
     return y.astype(dt, copy=False)
 
 
-def _fft_wins(n_img, out_hw, k_shape, real: np.dtype) -> bool:
-    ho, wo = out_hw
-    kh, kw = k_shape
-    taps = kh * kw
-    if taps < _FFT_MIN_TAPS or ho * wo == 0:
-        return False
-    n = _fast_len(ho + kh - 1) * _fast_len(wo + kw - 1)
-    return ho * wo * taps > _FFT_COST[real] * n * math.log2(max(n, 2))
-
-
 # --------------------------------------------------------------------------- FFT path
+
+
+def _rows(a, dtype):
+    """a in dtype, copied only when its rows are not contiguous: the kernel reads strided
+    images and rows in place, which keeps the extra memory of a strided view (SciPy's
+    large-array test) at the output alone."""
+    a = a.astype(dtype, copy=False)
+    item = a.itemsize
+    if (a.shape[-1] > 1 and a.strides[-1] != item) or any(s % item for s in a.strides):
+        a = np.ascontiguousarray(a)
+    return a
 
 
 def _fft_module():
@@ -356,7 +359,7 @@ def _extend(x, out_hw, k_shape, off, bnd, fill, dt):
     """The padded images the valid correlation reads: (B, ho + kh - 1, wo + kw - 1)."""
     hp, wp = out_hw[0] + k_shape[0] - 1, out_hw[1] + k_shape[1] - 1
     xp = np.empty((x.shape[0], hp, wp), dt)
-    _native.signal_extend2d(np.ascontiguousarray(x, dtype=dt), xp, off, bnd, fill)
+    _op("signal_extend2d")(np.ascontiguousarray(x, dtype=dt), xp, off, bnd, fill)
     return xp
 
 
@@ -367,7 +370,7 @@ def _correlate_fft_real(x, k, dt, out_hw, off, bnd, fill):
     fft, is_scipy = _fft_module()
     xp = _extend(x, out_hw, k.shape, off, bnd, fill, dt)
     s = (_fast_len(xp.shape[1]), _fast_len(xp.shape[2]))
-    kw_ = {"workers": _native.num_threads()} if is_scipy else {}
+    kw_ = {"workers": get_num_threads()} if is_scipy else {}
     # Circular correlation over s >= the padded image: outputs [0, ho) x [0, wo) never
     # wrap, so they are the linear valid correlation.
     X = fft.rfft2(xp, s=s, **kw_)
@@ -387,7 +390,7 @@ def _correlate_fft_complex(x, k, dt, out_hw, off, bnd, fill):
     xp.real = _extend(np.ascontiguousarray(x.real), out_hw, k.shape, off, bnd, fill.real, real)
     xp.imag = _extend(np.ascontiguousarray(x.imag), out_hw, k.shape, off, bnd, fill.imag, real)
     s = xp.shape[1:]
-    kw_ = {"workers": _native.num_threads()} if is_scipy else {}
+    kw_ = {"workers": get_num_threads()} if is_scipy else {}
     # sum_i x[m + i] k[i] has spectrum X(f) * conj(FFT(conj(k)))(f).
     X = fft.fft2(xp, s=s, **kw_)
     X *= np.conj(fft.fft2(np.conj(k), s=s, **kw_))

@@ -249,16 +249,25 @@ def test_fft_every_mode_and_boundary(dtype, fn):
 
 
 def test_auto_picks_fft_for_large_kernels_only():
-    f32 = np.dtype(np.float32)
-    assert not fs._fft_wins(1, (514, 514), (3, 3), f32)
-    assert not fs._fft_wins(1, (522, 522), (11, 11), f32)
-    assert fs._fft_wins(1, (542, 542), (31, 31), f32)
-    assert not fs._fft_wins(1, (0, 5), (31, 31), f32)
+    from fastconv._heuristics import pick_correlate_method
+
+    def fft_wins(out_hw, k_shape, dt="float32"):
+        return pick_correlate_method("auto", dt, out_hw, k_shape, fs._fast_len) == "fft"
+
+    assert not fft_wins((514, 514), (3, 3))
+    assert not fft_wins((522, 522), (11, 11))
+    assert fft_wins((542, 542), (31, 31))
+    assert not fft_wins((0, 5), (31, 31))
+    # Only "auto" and "fft" ever pick the FFT; the default and integers never do.
+    assert pick_correlate_method("direct", "float32", (542, 542), (31, 31), fs._fast_len) \
+        == "direct"
+    assert pick_correlate_method("fft", "float64", (5, 5), (1, 1), fs._fast_len) == "fft"
+    assert not fft_wins((542, 542), (31, 31), "int64")
     rng = _rng(17)
     a, b = _data((96, 80), np.float32, rng), _data((41, 41), np.float32, rng)
-    assert fs._fft_wins(1, (96 + 40, 80 + 40), b.shape, f32)
-    _check(fs.correlate2d(a, b, boundary="symm"), ss.correlate2d(a, b, boundary="symm"),
-           a, b, tol=1e-5)
+    assert fft_wins((96 + 40, 80 + 40), b.shape)
+    _check(fs.correlate2d(a, b, boundary="symm", method="auto"),
+           ss.correlate2d(a, b, boundary="symm"), a, b, tol=1e-5)
 
 
 def test_fft_refused_for_integers():
@@ -522,7 +531,17 @@ class _FakeCupyArray:
 _FakeCupyArray.__module__ = "cupy._core.core"
 
 
+def _cuda_backend_loaded(monkeypatch):
+    """Makes the dispatcher treat the cuda backend as available (no GPU here), so a CuPy
+    array takes the real path: dispatcher -> cuda backend op -> cupyx."""
+    import fastconv._dispatch as d
+    import fastconv.backends.cuda as cuda_backend
+
+    monkeypatch.setitem(d._loaded, "cuda", cuda_backend)
+
+
 def test_cupy_arrays_route_to_cupyx(monkeypatch):
+    _cuda_backend_loaded(monkeypatch)
     calls = []
     fake = types.ModuleType("cupyx.scipy.signal")
     fake.correlate2d = lambda *a: calls.append(("correlate2d",) + a) or "gpu-result"
@@ -540,6 +559,7 @@ def test_cupy_arrays_route_to_cupyx(monkeypatch):
 
 
 def test_cupy_without_cupyx_is_a_clear_error(monkeypatch):
+    _cuda_backend_loaded(monkeypatch)
     monkeypatch.setitem(sys.modules, "cupyx", None)  # import cupyx -> ImportError
     with pytest.raises(ImportError, match="cupyx.scipy.signal.correlate2d"):
         fs.correlate2d(_FakeCupyArray(), np.ones((2, 2)))
@@ -557,3 +577,96 @@ def test_cupy_on_gpu():
     out = fs.correlate2d(cp.asarray(a), cp.asarray(b), "same", "symm")
     assert isinstance(out, cp.ndarray)
     _check(cp.asnumpy(out), ss.correlate2d(a, b, "same", "symm"), a, b, tol=1e-5)
+
+
+# --------------------------------------------------------------------------- exactness
+# With the default arguments the answer is SciPy's direct sum, whatever the kernel size
+# (issue: kernels of 64+ taps used to switch to an inexact FFT).
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_impulse_times_ones_is_exactly_zero_outside(dtype):
+    a = np.zeros((40, 40), dtype)
+    a[20, 20] = 1
+    k = np.ones((21, 21), dtype)
+    for fn in ("convolve2d", "correlate2d"):
+        got = getattr(fs, fn)(a, k)
+        exp = _scipy(fn, a, k)
+        np.testing.assert_array_equal(got, exp)
+        assert np.count_nonzero(got) == 21 * 21
+    # The FFT, asked for by name, is the inexact one: documented, not the default.
+    fft = fs.convolve2d(a, k, method="fft")
+    assert np.count_nonzero(fft) > 21 * 21
+    np.testing.assert_allclose(fft, _scipy("convolve2d", a, k), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_kernels_default_to_the_direct_sum(dtype):
+    rng = _rng(41)
+    # Integer-valued data: every partial sum is exact, so any summation order gives
+    # SciPy's bits and equality can be asserted.
+    a = rng.integers(-8, 9, size=(70, 65)).astype(dtype)
+    for kh, kw in [(31, 31), (9, 40), (64, 1)]:
+        k = rng.integers(-3, 4, size=(kh, kw)).astype(dtype)
+        for fn in ("correlate2d", "convolve2d"):
+            for mode in ("full", "same", "valid"):
+                for boundary in ("fill", "wrap", "symm"):
+                    np.testing.assert_array_equal(
+                        getattr(fs, fn)(a, k, mode, boundary),
+                        _scipy(fn, a, k, mode, boundary))
+
+
+def test_nan_stays_local_with_the_default_method():
+    a = np.zeros((50, 50))
+    a[25, 25] = np.nan
+    k = np.ones((31, 31))
+    for fn in ("correlate2d", "convolve2d"):
+        got = getattr(fs, fn)(a, k, "same")
+        exp = _scipy(fn, a, k, "same")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(exp))
+        assert np.isnan(got).sum() == 31 * 31
+    # The documented FFT behaviour: one NaN reaches every output.
+    assert np.isnan(fs.correlate2d(a, k, "same", method="fft")).all()
+
+
+def test_signal_ops_go_through_the_dispatcher_and_match_reference():
+    """The native op against the NumPy reference op (same signature, same answers)."""
+    from fastconv.backends import reference as ref
+    from fastconv.backends.native import signal as nat
+
+    rng = _rng(43)
+    for dtype in (np.float64, np.int64):
+        x = rng.integers(-5, 6, size=(2, 9, 11)).astype(dtype)
+        k = rng.integers(-3, 4, size=(4, 3)).astype(dtype)
+        for bnd in (0, 1, 2):
+            for off in [(-3, -2), (0, 0), (-1, -1)]:
+                a, b = np.empty((2, 8, 10), dtype), np.empty((2, 8, 10), dtype)
+                nat.signal_corr2d(x, k, a, off, bnd, dtype(2))
+                ref.signal_corr2d(x, k, b, off, bnd, dtype(2))
+                np.testing.assert_array_equal(a, b)
+                pa, pb = np.empty((2, 12, 14), dtype), np.empty((2, 12, 14), dtype)
+                nat.signal_extend2d(x, pa, off, bnd, dtype(2))
+                ref.signal_extend2d(x, pb, off, bnd, dtype(2))
+                np.testing.assert_array_equal(pa, pb)
+
+
+def test_extra_memory_is_bounded_on_a_strided_input():
+    """SciPy's large-array test in miniature: a strided int64 view convolved with [[1, 1]].
+    fastconv's peak must stay within 1.2x SciPy's (tracemalloc sees NumPy's buffers)."""
+    import tracemalloc
+
+    n = 3000
+    base = np.zeros(1001 * n, dtype=np.int64)
+    base[::2] = 1
+    a = np.lib.stride_tricks.as_strided(base, shape=(n, 1000), strides=(8008, 8))
+
+    def peak(fn):
+        tracemalloc.start()
+        out = fn(a, [[1, 1]])
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert np.where(out > 1)[0].size == 0
+        return p
+
+    p_fc, p_sp = peak(fs.convolve2d), peak(ss.convolve2d)
+    assert p_fc <= 1.2 * p_sp, (p_fc, p_sp)

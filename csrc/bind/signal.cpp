@@ -28,12 +28,19 @@ void check_common(int64_t B, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64
   mul_checked(Ho + kh + 1, Wo + kw + 256, "workspace");
 }
 
+// A 3-D input of any strides (checked: the last axis contiguous).
+template <class T>
+using RowsIn = nb::ndarray<const T, nb::ndim<3>, nb::device::cpu>;
+
 template <class T, class K>
 void def_signal(nb::module_& m) {
   m.def(
       "signal_corr2d",
-      [](In<T, 3> x, In<T, 2> w, Out<T, 3> y, Pair offset, int boundary, T fill) {
+      [](RowsIn<T> x, In<T, 2> w, Out<T, 3> y, Pair offset, int boundary, T fill) {
         const int64_t B = x.shape(0), H = x.shape(1), W = x.shape(2);
+        // Rows must be contiguous; images and rows may be strided (a view is read in place).
+        require(W <= 1 || B == 0 || H == 0 || x.stride(2) == 1,
+                "x: the last axis must be contiguous");
         const int64_t kh = w.shape(0), kw = w.shape(1);
         const int64_t Ho = y.shape(1), Wo = y.shape(2);
         require(static_cast<int64_t>(y.shape(0)) == B,
@@ -42,6 +49,8 @@ void def_signal(nb::module_& m) {
         // noconvert: an implicit dtype conversion would write the result into a temporary.
         // Integer images run in uint64_t: the same bits as int64, but wrapping is defined.
         FC_DISPATCH(signal_corr2d<K>(reinterpret_cast<const K*>(x.data()), B, H, W,
+                                     static_cast<int64_t>(x.stride(0)),
+                                     static_cast<int64_t>(x.stride(1)),
                                      reinterpret_cast<const K*>(w.data()), kh, kw,
                                      reinterpret_cast<K*>(y.data()), Ho, Wo, offset.first,
                                      offset.second, boundary, static_cast<K>(fill)));

@@ -275,3 +275,131 @@ def cross_entropy_backward(logits, target):
     g = np.exp(_log_softmax(logits))
     g[np.arange(n), target] -= 1.0
     return (g / max(n, 1)).astype(logits.dtype)
+
+
+# ----------------------------------------------------------------------------- ndimage
+# The scipy.ndimage-style passes of fastconv/ndimage.py, summed in float64 in SciPy's
+# order (taps in order, zero taps of the n-d correlation skipped).
+
+
+def _ndi_index(idx, n, mode):
+    """Source index of extended coordinates idx on an axis of length n (-1: cval)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    inside = (idx >= 0) & (idx < n)
+    if mode == 0:
+        return np.where(inside, idx, -1)
+    if mode == 1:
+        return np.clip(idx, 0, n - 1)
+    if mode == 2:
+        r = idx % (2 * n)
+        return np.where(r < n, r, 2 * n - 1 - r)
+    if mode == 3:
+        if n == 1:
+            return np.zeros_like(idx)
+        r = idx % (2 * n - 2)
+        return np.where(r < n, r, 2 * n - 2 - r)
+    return idx % n
+
+
+def _ndi_extend(x, axis, lo, length, mode, cval):
+    """x extended along axis: element p is ext(x)[p - lo], p < length."""
+    src = _ndi_index(np.arange(length) - lo, x.shape[axis], mode)
+    ext = np.take(x, np.maximum(src, 0), axis=axis).astype(np.float64)
+    if mode == 0:
+        shape = [1] * x.ndim
+        shape[axis] = length
+        ext = np.where((src < 0).reshape(shape), float(cval), ext)
+    return ext
+
+
+def ndimage_correlate1d(x, y, w, shift, sym, mode, cval):
+    n = x.shape[1]
+    L = len(w)
+    ext = _ndi_extend(x, 1, shift, n + L - 1, mode, cval)
+    w = np.asarray(w, dtype=np.float64)
+    tap = lambda k: ext[:, k:k + n, :]  # noqa: E731
+    if sym and L & 1:
+        c = L // 2
+        acc = tap(c) * w[c]
+        for k in range(c):
+            acc = acc + ((tap(k) + tap(2 * c - k)) if sym > 0 else (tap(k) - tap(2 * c - k))) * w[k]
+    else:
+        acc = tap(L - 1) * w[L - 1]
+        for k in range(L - 1):
+            acc = acc + tap(k) * w[k]
+    y[...] = acc
+    return y
+
+
+def ndimage_uniform1d(x, y, size, shift, mode, cval):
+    n = x.shape[1]
+    ext = _ndi_extend(x, 1, shift, n + size - 1, mode, cval)
+    acc = np.zeros((x.shape[0], x.shape[2]))
+    for k in range(size):
+        acc = acc + ext[:, k, :]
+    out = np.empty((x.shape[0], n, x.shape[2]))
+    out[:, 0] = acc / size
+    for i in range(1, n):
+        acc = acc + (ext[:, i + size - 1, :] - ext[:, i - 1, :])
+        out[:, i] = acc / size
+    y[...] = out
+    return y
+
+
+def ndimage_correlate_nd(x, w, shifts, mode, cval):
+    """float64 n-d correlation: y = sum over non-zero w[t] (row-major) of shifted ext(x)."""
+    ext = x.astype(np.float64)
+    for ax in range(x.ndim):
+        ext = _ndi_extend(ext, ax, shifts[ax], x.shape[ax] + w.shape[ax] - 1, mode, cval)
+    y = np.zeros(x.shape)
+    for t in zip(*np.nonzero(w)):
+        y = y + w[t] * ext[tuple(slice(o, o + s) for o, s in zip(t, x.shape))]
+    return y
+
+
+def ndimage_correlate2d(x, y, w, shift, mode, cval):
+    y[...] = ndimage_correlate_nd(x, np.pad(np.asarray(w, np.float64)[None], 0),
+                                  (0, shift[0], shift[1]), mode, cval)
+    return y
+
+
+# ----------------------------------------------------------------------------- signal
+# scipy.signal-style correlation (fastconv/signal.py): boundary 0 fill, 1 wrap, 2 symm.
+
+
+def _signal_index(idx, n, bnd):
+    idx = np.asarray(idx, dtype=np.int64)
+    if bnd == 0 or n == 0:
+        return np.where((idx >= 0) & (idx < n), idx, -1)
+    if bnd == 1:
+        return idx % n
+    r = idx % (2 * n)
+    return np.where(r < n, r, 2 * n - 1 - r)
+
+
+def signal_extend2d(x, xp, offset, boundary, fill):
+    Hp, Wp = xp.shape[1:]
+    H, W = x.shape[1:]
+    rows = _signal_index(np.arange(Hp) + offset[0], H, boundary)
+    cols = _signal_index(np.arange(Wp) + offset[1], W, boundary)
+    xp[...] = fill
+    rin, cin = rows >= 0, cols >= 0
+    if rin.any() and cin.any():
+        xp[:, np.flatnonzero(rin)[:, None], np.flatnonzero(cin)[None, :]] = \
+            x[:, rows[rin][:, None], cols[cin][None, :]]
+    return xp
+
+
+def signal_corr2d(x, k, y, offset, boundary, fill):
+    """Shifted-view sum in the arrays' own type (int64 wraps, as the native kernel)."""
+    ho, wo = y.shape[1:]
+    kh, kw = k.shape
+    xp = np.empty((x.shape[0], ho + kh - 1, wo + kw - 1), x.dtype)
+    signal_extend2d(x, xp, offset, boundary, fill)
+    acc = np.zeros(y.shape, x.dtype)
+    with np.errstate(over="ignore"):
+        for i in range(kh):
+            for j in range(kw):
+                acc += k[i, j] * xp[:, i:i + ho, j:j + wo]
+    y[...] = acc
+    return y

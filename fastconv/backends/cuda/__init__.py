@@ -28,6 +28,7 @@ _OPS = {
     "norm": ("batch_norm_train", "batch_norm_eval", "batch_norm_backward"),
     "misc": ("relu", "relu_backward", "linear", "linear_backward", "cross_entropy",
              "cross_entropy_backward"),
+    "signal": ("signal_call", "ndimage_filter"),
 }
 
 
