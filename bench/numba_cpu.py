@@ -34,6 +34,7 @@ use_source_tree()
 
 import fastconv  # noqa: E402
 from fastconv._args import conv_spec  # noqa: E402
+from fastconv import _dispatch  # noqa: E402
 
 # ResNet-18 (ImageNet stem) 3x3 convolutions: (name, C, K, H=W of the input, stride)
 RESNET18_3X3 = [
@@ -129,7 +130,7 @@ def main(argv=None):
         for backend, mod, algos in (("numba", numba_cpu, numba_algos),
                                     ("native", native, native_algos)):
             for algo in algos:
-                if algo.startswith("winograd") and spec.winograd_obstacle():
+                if _dispatch.obstacle(algo, spec) is not None:  # Winograd at stride 2, ...
                     continue
                 if op == "conv2d_forward":
                     def fn(mod=mod, algo=algo):

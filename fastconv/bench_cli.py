@@ -265,8 +265,10 @@ def _cmd_bench(args) -> int:
     meta = _meta(args, threads, batch, peak, skipped)
     meta.update(reps=reps, warmup=warmup)
     report.print_tables(rows, meta, out)
+    from rich.markup import escape  # reasons quote extras such as fastconv[gpu]
+
     for name, why in skipped.items():
-        out.print(f"[dim]not benchmarked: {name}: {why}[/dim]")
+        out.print(f"[dim]not benchmarked: {escape(name)}: {escape(why)}[/dim]")
     if args.json:
         report.write_json(args.json, rows, meta)
     if args.csv:
@@ -333,8 +335,10 @@ def _cmd_network(args) -> int:
             sys.stdout.flush()
     meta["skipped"] = skipped
     NW.print_legend(meta, out)
+    from rich.markup import escape  # reasons quote extras such as fastconv[gpu]
+
     for name, why in skipped.items():
-        out.print(f"not benchmarked: {name}: {why}")
+        out.print(f"not benchmarked: {escape(name)}: {escape(why)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": rows}, f, indent=1, default=str)

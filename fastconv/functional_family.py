@@ -339,7 +339,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, return_stats=
     :func:`group_norm_backward` takes.
     """
     op = "group_norm"
-    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias})
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias},
+                                     optional=("weight", "bias"))
     G = _gn_check(op, x, num_groups)
     N, C = x.shape[:2]
     for nm, v in (("weight", weight), ("bias", bias)):
@@ -367,7 +368,8 @@ def group_norm_backward(grad_out, x, num_groups, weight, mean, invstd, *, backen
     """
     op = "group_norm_backward"
     lib, dtype, name, mod = _resolve(op, backend, {
-        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd})
+        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd},
+        optional=("weight",))
     G = _gn_check(op, x, num_groups)
     N, C = x.shape[:2]
     A.check_grad_shape(op, "grad_out", grad_out, x.shape)
@@ -416,7 +418,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, return_
     leading dimensions ``x.shape[:-len(normalized_shape)]``.
     """
     op = "layer_norm"
-    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias})
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias},
+                                     optional=("weight", "bias"))
     shape, lead = _ln_shape(op, x, normalized_shape)
     for nm, v in (("weight", weight), ("bias", bias)):
         if v is not None and tuple(v.shape) != shape:
@@ -443,7 +446,8 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight, mean, invstd, *, 
     """
     op = "layer_norm_backward"
     lib, dtype, name, mod = _resolve(op, backend, {
-        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd})
+        "grad_out": grad_out, "input": x, "weight": weight, "mean": mean, "invstd": invstd},
+        optional=("weight",))
     shape, lead = _ln_shape(op, x, normalized_shape)
     A.check_grad_shape(op, "grad_out", grad_out, x.shape)
     if weight is not None and tuple(weight.shape) != shape:

@@ -43,7 +43,8 @@ _CHILD = textwrap.dedent(r"""
                 for backend in ("native", "numba"):
                     mod = _dispatch._load(backend)
                     for algo in _dispatch.implemented_algos(mod, "conv2d_forward"):
-                        if spec is not None and _dispatch.obstacle(algo, spec) is not None:
+                        if spec is not None and _dispatch.backend_obstacle(
+                                mod, algo, "conv2d_forward", spec) is not None:
                             continue
                         try:
                             y = fc.conv2d(x, w, **kw, algo=algo, backend=backend)

@@ -393,9 +393,9 @@ def test_every_constructor_takes_weights(name, tmp_path, monkeypatch):
                             lambda m, p, skip_head=False: calls.append((p, skip_head)) or m)
         m = models.get_model(name, weights="w.pth", skip_head=True, **kw)
         assert calls == [("w.pth", True)]
-        assert models._weights.head_name(m) == {"alexnet": "classifier.6", "vgg11":
-                                                "classifier.6", "vgg16": "classifier.6"}.get(
-                                                    name, "fc")
+        assert models._weights.head_name(m) == {
+            "alexnet": "classifier.6", "vgg11": "classifier.6", "vgg16": "classifier.6",
+            "mobilenet_v2": "classifier.1"}.get(name, "fc")
         return
     src = models.get_model(name, **kw)
     path = tmp_path / "w.npz"

@@ -392,7 +392,7 @@ def test_backend_metadata_and_threads():
     from fastconv.backends import numba_cpu
 
     assert fc.backends()["numba"] == {"available": True, "reason": ""}
-    assert numba_cpu.ALGOS["conv2d_backward_weight"] == ("direct", "im2col")
+    assert numba_cpu.ALGOS["conv2d_backward_weight"] == ("direct", "im2col", "depthwise")
     assert numba_cpu.DTYPES == ("float32", "float64")
     assert numba_cpu.ARRAY_LIBS == ("numpy",)
     before = numba.get_num_threads()

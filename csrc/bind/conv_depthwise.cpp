@@ -8,6 +8,10 @@ namespace fc::bind {
 static void require_depthwise(const ConvShape& s) {
   require(s.groups == s.C && s.K % s.C == 0,
           "depthwise convolution needs groups == C and K a multiple of C");
+  // The kernel buffers each input row split into sw column phases: bound that by the
+  // dispatcher's limit (fastconv.backends.native.conv.DEPTHWISE_MAX_STRIDE).
+  require(s.sw <= 64, "depthwise: stride " + std::to_string(s.sw) +
+                          " is above the kernel's limit of 64 column phases");
 }
 
 template <class T>

@@ -44,6 +44,7 @@ def totals(rows) -> list[dict]:
 def print_tables(rows, meta, console=None) -> None:
     """One table per (suite, pass) and a network-totals table, to ``console``."""
     from rich.console import Console
+    from rich.markup import escape  # notes quote user text and extras such as fastconv[gpu]
     from rich.table import Table
 
     console = console or Console()
@@ -77,7 +78,7 @@ def print_tables(rows, meta, console=None) -> None:
             t.add_row(r["layer"] if first else "", r["shape"] if first else "", r["impl"],
                       _fmt(r["ms"], ".3f"), _fmt(r["gflops"], ".1f"),
                       _fmt(r["pct_peak"], ".0f"),
-                      "-" if vs is None else f"{vs:.2f}x", status, style=style,
+                      "-" if vs is None else f"{vs:.2f}x", escape(status), style=style,
                       end_section=False)
         console.print(t)
     ran = {(r["suite"], r["pass"], r["impl"]) for r in rows if r["ms"] is not None}

@@ -13,6 +13,7 @@ heuristic gives them the depthwise kernels (``algo="depthwise"``).
 from __future__ import annotations
 
 from .. import nn
+from ._weights import maybe_load
 from ..nn import init
 
 __all__ = ["MobileNetV2", "InvertedResidual", "mobilenet_v2"]
@@ -117,14 +118,8 @@ class MobileNetV2(nn.Chain):
         return [self.features, self.avgpool, self.flatten, self.classifier]
 
 
-def mobilenet_v2(num_classes=1000, weights=None, **kw) -> MobileNetV2:
-    """MobileNetV2 (3,504,872 parameters at width 1.0 with 1000 classes). ``weights``: a
-    path to a saved state dict (see :func:`fastconv.io.load_weights`), or None."""
-    model = MobileNetV2(num_classes=num_classes, **kw)
-    if weights is not None:
-        from .. import io
-
-        if not hasattr(io, "load_weights"):
-            raise NotImplementedError("mobilenet_v2: this build cannot load weights")
-        model.load_state_dict(io.load_weights(weights))
-    return model
+def mobilenet_v2(num_classes=1000, *, weights=None, skip_head=False, **kw) -> MobileNetV2:
+    """MobileNetV2 (3,504,872 parameters at width 1.0 with 1000 classes). ``weights=PATH``
+    loads a state dict (``.pth``/``.pt``/``.safetensors``/``.npz``); ``skip_head=True``
+    keeps a new classifier for ``num_classes``."""
+    return maybe_load(MobileNetV2(num_classes=num_classes, **kw), weights, skip_head)

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 from ... import _native
-from .conv import ALGOS, conv2d_backward_data, conv2d_backward_weight, conv2d_forward  # noqa: F401
+from .conv import (  # noqa: F401
+    ALGOS,
+    algo_obstacle,
+    conv2d_backward_data,
+    conv2d_backward_weight,
+    conv2d_forward,
+)
 from .norm import batch_norm_backward, batch_norm_eval, batch_norm_train  # noqa: F401
 from .pool import (  # noqa: F401
     adaptive_avg_pool2d,

@@ -42,6 +42,18 @@ ALGOS = {
 }
 
 
+# The depthwise kernel splits each buffered input row into stride-many column phases.
+DEPTHWISE_MAX_STRIDE = 64
+
+
+def algo_obstacle(algo: str, op: str, spec) -> str | None:
+    """This backend's own limits on an algorithm (the dispatcher reports them)."""
+    if algo == "depthwise" and spec.stride[1] > DEPTHWISE_MAX_STRIDE:
+        return (f"the depthwise kernel buffers {spec.stride[1]} column phases per row "
+                f"(stride {spec.stride}); it serves strides up to {DEPTHWISE_MAX_STRIDE}")
+    return None
+
+
 def _winograd_m(algo: str) -> int:
     return 4 if algo == "winograd_f43" else 2
 
