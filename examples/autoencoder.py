@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import glob
 import os
 import sys
 import time
 
 import numpy as np
 
-# Run from a source checkout without installing.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run from a source checkout that holds a developer build (tools/build_inplace.sh);
+# otherwise the installed package is used.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob.glob(os.path.join(_ROOT, "fastconv", "_native*")):
+    sys.path.insert(0, _ROOT)
 
 import fastconv.nn as nn  # noqa: E402
 from fastconv import data, optim  # noqa: E402

@@ -149,3 +149,12 @@ def threads():
     old = fastconv.get_num_threads()
     yield
     fastconv.set_num_threads(old)
+
+
+# The directory holding the fastconv package these tests import: the source tree for a
+# developer build (tools/build_inplace.sh), site-packages for an installed one (CI). Child
+# processes get it on PYTHONPATH and as their cwd, so they import the same build (the
+# source tree of a clean clone has no compiled extension).
+import fastconv as _fastconv  # noqa: E402
+
+FASTCONV_PATH = os.path.dirname(os.path.dirname(os.path.abspath(_fastconv.__file__)))

@@ -12,17 +12,19 @@ import pytest
 
 import fastconv as fc
 
+from conftest import FASTCONV_PATH
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, env_extra=None, timeout=300):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([FASTCONV_PATH, env.get("PYTHONPATH", "")])
     env.pop("FASTCONV_TRACEBACK", None)
     env.pop("FASTCONV_NUM_THREADS", None)
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+                          text=True, timeout=timeout, env=env, cwd=FASTCONV_PATH)
 
 
 def assert_one_line_error(proc, *needles):
@@ -69,9 +71,9 @@ def test_bad_threads_env_is_one_line_at_first_use(value, needle):
             "try:\n    fc.conv2d(np.ones((1, 1, 4, 4), 'f4'), np.ones((1, 1, 3, 3), 'f4'))\n"
             "except ValueError as e:\n    print('ValueError', e)\n")
     env = dict(os.environ, FASTCONV_NUM_THREADS=value,
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([FASTCONV_PATH, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env, cwd=ROOT)
+                       timeout=120, env=env, cwd=FASTCONV_PATH)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ValueError FASTCONV_NUM_THREADS"), r.stdout
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fastconv
-from conftest import (CONV_CASES, CONV_IDS, DTYPES, assert_close, conv_inputs, randn,
-                      requires_torch, torch_conv)
+from conftest import (CONV_CASES, CONV_IDS, DTYPES, FASTCONV_PATH, assert_close, conv_inputs,
+                      randn, requires_torch, torch_conv)
 
 ISAS = ["generic", "avx2", "avx512"]
 
@@ -277,7 +277,7 @@ def test_direct_extreme_geometry_subprocess(kind):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = FASTCONV_PATH
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", _EXTREME, kind], capture_output=True, text=True,
                        timeout=60, env=env, cwd=root)

@@ -19,6 +19,8 @@ import pytest
 
 from fastconv import distributed as dist
 
+from conftest import FASTCONV_PATH
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "mpi_workers" / "ddp_worker.py"
 
@@ -42,7 +44,7 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI4PY or _mpiexec() is None,
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([FASTCONV_PATH, env.get("PYTHONPATH", "")])
     env["FASTCONV_NUM_THREADS"] = "1"
     env.pop("FASTCONV_TRACEBACK", None)
     return env
@@ -52,7 +54,7 @@ def mpirun(n, args, timeout=120, check=True):
     """Runs ``mpiexec -n n python args...``; returns the CompletedProcess."""
     cmd = [_mpiexec(), "-n", str(n), sys.executable, *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
-                          cwd=ROOT)
+                          cwd=FASTCONV_PATH)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -175,7 +177,7 @@ def test_train_cli_distributed_outside_mpiexec_is_refused():
         env.pop(v, None)
     proc = subprocess.run([sys.executable, "-m", "fastconv", "train", "--distributed",
                            "--epochs", "1"], capture_output=True, text=True, timeout=120,
-                          env=env, cwd=ROOT)
+                          env=env, cwd=FASTCONV_PATH)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastconv: error:"), proc.stderr
@@ -190,7 +192,7 @@ def test_without_mpi4py_the_error_says_what_to_install():
             "from fastconv.cli import console_main\n"
             "sys.exit(console_main(['train', '--distributed', '--epochs', '1']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=_env(), cwd=ROOT)
+                          timeout=120, env=_env(), cwd=FASTCONV_PATH)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastconv: error:"), proc.stderr

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import FASTCONV_PATH
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
@@ -18,7 +20,7 @@ pytest.importorskip("matplotlib", reason="the example plots with matplotlib")
 
 def test_autoencoder_quick(tmp_path):
     png, metrics = tmp_path / "recon.png", tmp_path / "losses.json"
-    env = dict(os.environ, PYTHONPATH=ROOT, FASTCONV_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=FASTCONV_PATH, FASTCONV_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "autoencoder.py"),
                            "--quick", "--out", str(png), "--metrics", str(metrics)],
                           capture_output=True, text=True, env=env, timeout=600)

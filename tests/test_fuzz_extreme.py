@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import requires_torch
+from conftest import FASTCONV_PATH, requires_torch
 
 _CHILD = textwrap.dedent(r"""
     import json, resource, sys
@@ -116,6 +116,7 @@ def _cases(n=60, seed=0):
 def _run(cases, timeout):
     env = {**os.environ, "FASTCONV_NUM_THREADS": "2"}
     return subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cases)], env=env,
+                          cwd=FASTCONV_PATH,
                           capture_output=True, text=True, timeout=timeout)
 
 

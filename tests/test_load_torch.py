@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fastconv import io, models
-from conftest import requires_torch, torch
+from conftest import FASTCONV_PATH, requires_torch, torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,8 +170,8 @@ def test_torch_saved_state_dicts_give_the_twins_logits_without_torch(tmp_path):
         jobs.append(dict(model=name, num_classes=expected[name].shape[1], weights=str(path),
                          x=str(tmp_path / f"{name}_x.npy"), out=str(tmp_path / f"{name}_y.npy")))
         del twin
-    proc = subprocess.run([sys.executable, "-c", _CHILD, ROOT, json.dumps(jobs)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, FASTCONV_PATH, json.dumps(jobs)],
+                          capture_output=True, text=True, timeout=600, cwd=FASTCONV_PATH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in jobs:
         got = np.load(job["out"])
