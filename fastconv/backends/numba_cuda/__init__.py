@@ -6,13 +6,13 @@ NumPy arrays, which is how the kernels' logic is tested without a GPU; the simul
 checks indexing and synchronisation logic, not performance or real-hardware races.
 
 Convolution: ``direct`` (shared-memory tiles), ``implicit_gemm`` (tiled GEMM with
-operands gathered on the fly) for all three ops, and ``winograd_f23`` for forward and
-backward-data. Pooling, batch norm (shared-memory tree reductions) and ReLU too.
+operands gathered on the fly) for all three ops, ``winograd_f23`` for forward and
+backward-data, and ``depthwise`` (groups == C, any channel multiplier) for all three. Pooling, batch norm (shared-memory tree reductions) and ReLU too.
 ``linear`` and ``cross_entropy`` are not offered here.
 """
 from __future__ import annotations
 
-from . import conv_direct, conv_implicit_gemm, conv_winograd
+from . import conv_depthwise, conv_direct, conv_implicit_gemm, conv_winograd
 from ._common import zeros
 from .misc import relu, relu_backward  # noqa: F401
 from .norm import batch_norm_backward, batch_norm_eval, batch_norm_train  # noqa: F401
@@ -26,9 +26,9 @@ from .pool import (  # noqa: F401
 )
 
 ALGOS = {
-    "conv2d_forward": ("direct", "implicit_gemm", "winograd_f23"),
-    "conv2d_backward_data": ("direct", "implicit_gemm", "winograd_f23"),
-    "conv2d_backward_weight": ("direct", "implicit_gemm"),
+    "conv2d_forward": ("direct", "implicit_gemm", "winograd_f23", "depthwise"),
+    "conv2d_backward_data": ("direct", "implicit_gemm", "winograd_f23", "depthwise"),
+    "conv2d_backward_weight": ("direct", "implicit_gemm", "depthwise"),
 }
 DTYPES = ("float32",)
 
@@ -59,18 +59,21 @@ def availability():
     return True, ""
 
 
-_KERNELS = {"direct": conv_direct, "implicit_gemm": conv_implicit_gemm}
+_KERNELS = {"direct": conv_direct, "implicit_gemm": conv_implicit_gemm,
+            "depthwise": conv_depthwise}
+_TILED_FORWARD = {"direct": conv_direct, "depthwise": conv_depthwise}
 
 
 def algo_obstacle(algo: str, op: str, spec) -> str | None:
     """Why this backend's ``algo`` cannot serve ``op`` on ``spec`` (None: it can); the
     dispatcher reports it for a named algorithm and leaves the algorithm out of auto."""
-    if algo == "direct" and op == "conv2d_forward" and \
-            conv_direct.forward_tile_bytes(spec) > conv_direct.SHMEM_LIMIT:
+    kern = _TILED_FORWARD.get(algo)
+    if kern is not None and op == "conv2d_forward" and \
+            kern.forward_tile_bytes(spec) > kern.SHMEM_LIMIT:
         # A huge dilated/strided window does not fit one block's shared memory (the
         # implicit GEMM streams the same sum through fixed-size tiles instead).
-        return (f"the direct kernel's input tile ({conv_direct.forward_tile_bytes(spec)} "
-                f"bytes) exceeds one block's shared memory ({conv_direct.SHMEM_LIMIT} bytes); "
+        return (f"the {algo} kernel's input tile ({kern.forward_tile_bytes(spec)} "
+                f"bytes) exceeds one block's shared memory ({kern.SHMEM_LIMIT} bytes); "
                 "use implicit_gemm")
     return None
 
@@ -96,7 +99,7 @@ def conv2d_backward_data(gy, w, spec, algo):
 
 
 def conv2d_backward_weight(gy, x, spec, algo):
-    """grad_w with the named algorithm (direct or implicit_gemm)."""
+    """grad_w with the named algorithm (direct, implicit_gemm or depthwise)."""
     if algo in _KERNELS:
         return _KERNELS[algo].backward_weight(gy, x, spec)
     raise ValueError(f"numba_cuda backend: unknown conv2d_backward_weight algo {algo!r}")
