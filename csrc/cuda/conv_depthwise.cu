@@ -4,8 +4,9 @@
 // take consecutive q, so loads along a row coalesce); the weight gradient gives each
 // block one (filter, tap) and reduces over N*P*Q. Top/left padding is passed;
 // bottom/right is implied by the output size. Compile-checked only: these kernels have
-// not run on a GPU.
+// not run on a GPU. The receptive-field walks are shared with conv_direct.cu.
 #include "common.cuh"
+#include "conv_taps.cuh"
 
 namespace fc {
 
@@ -24,15 +25,7 @@ depthwise_fwd(const float* __restrict__ x, const float* __restrict__ w,
     const int h0 = p * sh - ph, w0 = q * sw - pw;
     const float* xb = x + (n * C + k / m) * H * W;
     const float* wb = w + k * R * S;
-    float acc = 0.f;
-    for (int r = 0; r < R; ++r) {
-      const int h = h0 + r * dh;
-      if ((unsigned)h >= (unsigned)H) continue;
-      for (int s = 0; s < S; ++s) {
-        const int ww = w0 + s * dw;
-        if ((unsigned)ww < (unsigned)W) acc = fmaf(wb[r * S + s], xb[h * W + ww], acc);
-      }
-    }
+    const float acc = window_dot(xb, wb, H, W, R, S, h0, w0, dh, dw, 0.f);
     y[i] = bias ? acc + bias[k] : acc;
   }
 }
@@ -48,15 +41,11 @@ depthwise_bwd_data(const float* __restrict__ gy, const float* __restrict__ w,
     const int ww = i % W, h = (i / W) % H, c = (i / (H * W)) % C, n = i / (C * H * W);
     float acc = 0.f;
     for (int r = 0; r < R; ++r) {
-      const int th = h + ph - r * dh;
-      if (th < 0 || th % sh) continue;
-      const int p = th / sh;
-      if (p >= P) continue;
+      const int p = tap_source(h, ph, r * dh, sh, P);
+      if (p < 0) continue;
       for (int s = 0; s < S; ++s) {
-        const int tw = ww + pw - s * dw;
-        if (tw < 0 || tw % sw) continue;
-        const int q = tw / sw;
-        if (q >= Q) continue;
+        const int q = tap_source(ww, pw, s * dw, sw, Q);
+        if (q < 0) continue;
         for (int j = 0; j < m; ++j) {
           const int k = c * m + j;
           acc = fmaf(w[(k * R + r) * S + s], gy[((n * K + k) * P + p) * Q + q], acc);
@@ -75,15 +64,8 @@ depthwise_bwd_weight(const float* __restrict__ gy, const float* __restrict__ x,
   __shared__ float red[kThreads / 32];
   const int i = blockIdx.x;  // over K*R*S
   const int s = i % S, r = (i / S) % R, k = i / (R * S);
-  const int c = k / (K / C);
-  const int PQ = P * Q, total = N * PQ;
-  float acc = 0.f;
-  for (int j = threadIdx.x; j < total; j += blockDim.x) {
-    const int n = j / PQ, pq = j - n * PQ, p = pq / Q, q = pq - p * Q;
-    const int h = p * sh - ph + r * dh, ww = q * sw - pw + s * dw;
-    if ((unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
-      acc = fmaf(gy[(n * K + k) * PQ + pq], x[((n * C + c) * H + h) * W + ww], acc);
-  }
+  float acc = weight_tap_partial(gy, x, N, C, H, W, K, P, Q, k, k / (K / C), r, s, sh, sw,
+                                 ph, pw, dh, dw);
   acc = block_sum(acc, red);
   if (threadIdx.x == 0) gw[i] = acc;
 }

@@ -1,8 +1,9 @@
 // Direct convolution: one thread per output element, looping over its receptive field.
 // The plain baseline the tiled algorithms are measured against; it serves every stride,
 // padding, dilation and group count. Top/left padding is passed; bottom/right is implied
-// by the output size.
+// by the output size. The receptive-field walks are shared with conv_depthwise.cu.
 #include "common.cuh"
+#include "conv_taps.cuh"
 
 namespace fc {
 
@@ -23,16 +24,8 @@ direct_fwd(const float* __restrict__ x, const float* __restrict__ w,
     const float* xb = x + (n * C + g * Cg) * H * W;
     const float* wb = w + k * Cg * R * S;
     float acc = 0.f;
-    for (int c = 0; c < Cg; ++c) {
-      for (int r = 0; r < R; ++r) {
-        const int h = h0 + r * dh;
-        if ((unsigned)h >= (unsigned)H) continue;
-        for (int s = 0; s < S; ++s) {
-          const int ww = w0 + s * dw;
-          if ((unsigned)ww < (unsigned)W) acc = fmaf(wb[(c * R + r) * S + s], xb[(c * H + h) * W + ww], acc);
-        }
-      }
-    }
+    for (int c = 0; c < Cg; ++c)
+      acc = window_dot(xb + c * H * W, wb + c * R * S, H, W, R, S, h0, w0, dh, dw, acc);
     y[i] = bias ? acc + bias[k] : acc;
   }
 }
@@ -49,15 +42,11 @@ direct_bwd_data(const float* __restrict__ gy, const float* __restrict__ w,
     const int g = c / Cg, cl = c - g * Cg;
     float acc = 0.f;
     for (int r = 0; r < R; ++r) {
-      const int th = h + ph - r * dh;
-      if (th < 0 || th % sh) continue;
-      const int p = th / sh;
-      if (p >= P) continue;
+      const int p = tap_source(h, ph, r * dh, sh, P);
+      if (p < 0) continue;
       for (int s = 0; s < S; ++s) {
-        const int tw = ww + pw - s * dw;
-        if (tw < 0 || tw % sw) continue;
-        const int q = tw / sw;
-        if (q >= Q) continue;
+        const int q = tap_source(ww, pw, s * dw, sw, Q);
+        if (q < 0) continue;
         const float* gyb = gy + ((n * K + g * Kg) * P + p) * Q + q;
         const float* wb = w + ((g * Kg * Cg + cl) * R + r) * S + s;
         for (int k = 0; k < Kg; ++k) acc = fmaf(wb[k * Cg * R * S], gyb[k * P * Q], acc);
@@ -77,14 +66,8 @@ direct_bwd_weight(const float* __restrict__ gy, const float* __restrict__ x,
   const int i = blockIdx.x;  // over K*Cg*R*S
   const int s = i % S, r = (i / S) % R, c = (i / (R * S)) % Cg, k = i / (Cg * R * S);
   const int g = k / Kg;
-  const int PQ = P * Q, total = N * PQ;
-  float acc = 0.f;
-  for (int j = threadIdx.x; j < total; j += blockDim.x) {
-    const int n = j / PQ, pq = j - n * PQ, p = pq / Q, q = pq - p * Q;
-    const int h = p * sh - ph + r * dh, ww = q * sw - pw + s * dw;
-    if ((unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
-      acc = fmaf(gy[(n * K + k) * PQ + pq], x[((n * C + g * Cg + c) * H + h) * W + ww], acc);
-  }
+  float acc = weight_tap_partial(gy, x, N, C, H, W, K, P, Q, k, g * Cg + c, r, s, sh, sw,
+                                 ph, pw, dh, dw);
   acc = block_sum(acc, red);
   if (threadIdx.x == 0) gw[i] = acc;
 }
