@@ -28,9 +28,9 @@ use_source_tree()
 
 import fastconv as fc  # noqa: E402
 from fastconv import _dispatch, _native  # noqa: E402
-from fastconv.functional_family import _transpose_spec  # noqa: E402
+from fastconv.functional_family import _transpose_spec, _transposed_algo  # noqa: E402
 
-from conv_cpu import measure_peak  # noqa: E402
+from fastconv.benchmark.peak import peak_gflops  # noqa: E402
 
 # (name, C_in, C_out, input H=W, kernel, stride, padding): DCGAN's generator (64x64 output).
 LAYERS = [
@@ -59,8 +59,8 @@ def _rounds(fns: dict, rounds: int, calls: int) -> dict:
 def _picked(name, N, Cin, Cout, H, k, s, p):
     spec, _ = _transpose_spec("bench", (N, Cin, H, H), (Cin, Cout, k, k), s, p, 0, 1, 1)
     mod = _dispatch._load("native")
-    return _dispatch.choose_conv_algo("native", mod, "conv2d_backward_data", spec,
-                                      np.dtype(np.float32), "auto")
+    return _transposed_algo("native", mod, "conv2d_backward_data", spec, np.dtype(np.float32),
+                            "auto", None, (H, H))
 
 
 def bench(batches, rounds, calls, passes, peak, torch, algos=()):
@@ -136,7 +136,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     fc.set_num_threads(args.threads)
     _native.set_num_threads(args.threads)
-    peak, how = measure_peak(args.threads)
+    pk = peak_gflops("float32", args.threads)
+    peak, how = pk["gflops"], pk["method"]
     print(f"fastconv ISA {_native.active_isa()}, {args.threads} threads; torch "
           f"{torch.__version__}; fp32 peak {peak:.0f} GFLOP/s ({how})")
     bench([int(v) for v in args.batch.split(",")], args.rounds, args.calls,

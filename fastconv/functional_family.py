@@ -96,6 +96,43 @@ def _transpose_spec(op, x4_shape, w_shape, stride, padding, output_padding, grou
     return spec, extra
 
 
+# Transposed layers on ``native`` whose three ops all run faster on im2col than on the
+# heuristic's choice for ordinary convolutions (direct), measured per op on DCGAN's
+# generator at batch 1 and 8: a 1x1 input (its forward is one outer-product GEMM; direct
+# took 1.3-1.7x im2col's time at batch 1, its weight gradient 1.2-3.4x) and a deep input
+# whose equivalent convolution reduces over at least this many products per output
+# (C_in * R * S: 512->256 and 256->128 4x4/2, where direct's input and weight gradients
+# took 1.1-2.5x im2col's). On 128->64 and 64->3 the two were within noise of each other,
+# so those keep the heuristic's choice.
+_TRANSPOSED_IM2COL_MIN_REDUCTION = 4096
+
+
+def _transposed_prefers_im2col(spec, x_hw) -> bool:
+    """Whether a transposed layer (``spec`` of its equivalent convolution, ``x_hw`` the
+    transposed input's spatial size) runs all its ops on im2col (see above)."""
+    if spec.groups != 1:
+        return False
+    return tuple(x_hw) == (1, 1) or spec.K * spec.R * spec.S >= _TRANSPOSED_IM2COL_MIN_REDUCTION
+
+
+def _transposed_algo(name, mod, op, spec, dtype, algo, runner, x_hw):
+    """The algorithm for one op of a transposed convolution: the dispatcher's choice,
+    except that ``"auto"`` on ``native`` without the autotuner takes im2col on the layers
+    where it was measured faster (:func:`_transposed_prefers_im2col`). The decision lives
+    here because it is about transposed layers: the dispatcher's heuristic sees only the
+    equivalent convolution, whose best algorithm as an ordinary layer differs."""
+    if algo == "auto" and name == "native" and _transposed_prefers_im2col(spec, x_hw):
+        import importlib
+
+        from . import _dispatch
+
+        autotune = importlib.import_module("fastconv.autotune")
+        if not autotune.enabled() and \
+                "im2col" in _dispatch.serving_algos(name, mod, op, spec):
+            algo = "im2col"
+    return choose_conv_algo(name, mod, op, spec, dtype, algo, runner=runner)
+
+
 def _pad_end(a, extra, lib):
     if extra == (0, 0):
         return a
@@ -123,8 +160,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     gy = _contig(_pad_end(x4, extra, lib), lib)
     w = _contig(weight, lib)
     fn = op_impl(name, mod, "conv2d_backward_data")
-    chosen = choose_conv_algo(name, mod, "conv2d_backward_data", spec, dtype, algo,
-                              runner=lambda a: fn(gy, w, spec, a))
+    chosen = _transposed_algo(name, mod, "conv2d_backward_data", spec, dtype, algo,
+                              lambda a: fn(gy, w, spec, a), x4.shape[2:])
     y = fn(gy, w, spec, chosen)
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
@@ -157,8 +194,8 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     gx = gw = gb = None
     if need_input_grad:
         fn = op_impl(name, mod, "conv2d_forward")
-        a = choose_conv_algo(name, mod, "conv2d_forward", spec, dtype, algo,
-                             runner=lambda a: fn(gy4, w, None, spec, a))
+        a = _transposed_algo(name, mod, "conv2d_forward", spec, dtype, algo,
+                             lambda a: fn(gy4, w, None, spec, a), x4.shape[2:])
         gx = fn(gy4, w, None, spec, a)
         if extra != (0, 0):
             gx = _contig(gx[:, :, :x4.shape[2], :x4.shape[3]], lib)
@@ -166,8 +203,8 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     if need_weight_grad:
         xs = _contig(_pad_end(x4, extra, lib), lib)
         fn = op_impl(name, mod, "conv2d_backward_weight")
-        a = choose_conv_algo(name, mod, "conv2d_backward_weight", spec, dtype, algo,
-                             runner=lambda a: fn(xs, gy4, spec, a))
+        a = _transposed_algo(name, mod, "conv2d_backward_weight", spec, dtype, algo,
+                             lambda a: fn(xs, gy4, spec, a), x4.shape[2:])
         gw = fn(xs, gy4, spec, a)
     if need_bias_grad:
         gb = gy4.sum(axis=(0, 2, 3), dtype=gy4.dtype)

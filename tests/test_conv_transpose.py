@@ -360,3 +360,62 @@ def test_summary_knows_the_new_layers():
         assert c(np.zeros((1, 3, 64), np.float32)).shape == out
     with pytest.raises(ValueError, match=r"\(N, C, L\)"):
         summary_rows(c, (1, 3, 8, 8))
+
+
+# (C_in, C_out, H=W, stride, padding) of DCGAN's generator (4x4 kernels) -> whether each op
+# of the transposed layer runs on im2col under algo="auto" on native (measured faster there
+# for all three ops: a 1x1 input, and C_in * 16 >= 4096; the others keep the heuristic's
+# choice for the equivalent convolution).
+DCGAN = [((100, 512, 1, 1, 0), True), ((512, 256, 4, 2, 1), True), ((256, 128, 8, 2, 1), True),
+         ((128, 64, 16, 2, 1), False), ((64, 3, 32, 2, 1), False)]
+OPS = ("conv2d_backward_data", "conv2d_forward", "conv2d_backward_weight")
+
+
+@pytest.mark.parametrize("N", [1, 8])
+@pytest.mark.parametrize("layer,im2col", DCGAN, ids=[f"{c[0]}to{c[1]}@{c[2]}" for c, _ in DCGAN])
+def test_native_auto_algorithm_on_dcgan_layers(layer, im2col, N, monkeypatch):
+    """The ops conv_transpose2d and its backward run under algo="auto" on native: im2col on
+    the layers measured faster with it, the dispatcher's own choice on the others; the
+    autotuner and a named algorithm are left alone."""
+    from fastconv import autotune
+    from fastconv.functional_family import _transposed_algo
+
+    Cin, Cout, H, s, p = layer
+    spec, extra = _transpose_spec("t", (N, Cin, H, H), (Cin, Cout, 4, 4), s, p, 0, 1, 1)
+    assert extra == (0, 0)
+    mod = _dispatch._load("native")
+    f32 = np.dtype(np.float32)
+    for op in OPS:
+        got = _transposed_algo("native", mod, op, spec, f32, "auto", None, (H, H))
+        plain = _dispatch.choose_conv_algo("native", mod, op, spec, f32, "auto")
+        assert got == ("im2col" if im2col else plain), (op, got, plain)
+        assert _transposed_algo("native", mod, op, spec, f32, "direct", None, (H, H)) == "direct"
+    # End to end: the native entry points see exactly those algorithms.
+    seen = []
+    for op in OPS:
+        real = getattr(mod, op)
+
+        def spy(*args, _real=real, _op=op):
+            seen.append((_op, args[-1]))
+            return _real(*args)
+
+        monkeypatch.setattr(mod, op, spy)
+    g = np.random.default_rng(0)
+    x = g.standard_normal((N, Cin, H, H), dtype=np.float32)
+    w = g.standard_normal((Cin, Cout, 4, 4), dtype=np.float32)
+    y = fc.conv_transpose2d(x, w, None, s, p)
+    fc.conv_transpose2d_backward(np.ones_like(y), x, w, s, p)
+    assert [op for op, _ in seen] == list(OPS)
+    if im2col:
+        assert {a for _, a in seen} == {"im2col"}, seen
+        monkeypatch.setattr(autotune, "enabled", lambda: True)
+        # With the autotuner on, the dispatcher (its cache or timing) decides, not this rule.
+        calls = []
+        monkeypatch.setattr(_dispatch, "choose_conv_algo",
+                            lambda *a, **k: calls.append(a[5]) or "direct")
+        from fastconv import functional_family as ff
+
+        monkeypatch.setattr(ff, "choose_conv_algo", _dispatch.choose_conv_algo)
+        assert ff._transposed_algo("native", mod, OPS[0], spec, f32, "auto", None, (H, H)) \
+            == "direct"
+        assert calls == ["auto"]
