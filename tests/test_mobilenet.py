@@ -225,3 +225,46 @@ def test_activation_errors_and_repr():
     with pytest.raises(RuntimeError, match="backward"):
         nn.ReLU6().backward(np.ones(3))
     assert "0.2" in repr(nn.LeakyReLU(0.2))
+
+
+# ------------------------------------------------------------------ fastconv.compile
+def _random_stats(model, seed):
+    """Non-trivial batch-norm statistics and affine parameters, so a folding mistake in
+    the compiled model shows."""
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            C = m.num_features
+            m.running_mean[...] = 0.1 * rng.standard_normal(C)
+            m.running_var[...] = rng.uniform(0.5, 1.5, C)
+            m.weight.data[...] = rng.uniform(0.5, 1.5, C)
+            m.bias.data[...] = 0.1 * rng.standard_normal(C)
+    return model
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 40, 56)], ids=["n2_64", "n1_40x56"])
+def test_compiled_matches_eager(shape):
+    """fastconv.compile on the whole eval-mode model: the logits match eager within float32
+    rounding (batch norm folded into the convolutions changes the rounding, nothing else);
+    every convolution is compiled (none runs eagerly), each depthwise 3x3 runs the
+    depthwise kernels and every inverted residual with a skip connection fuses its add."""
+    from fastconv.engine import compiler as E
+
+    nn.init.manual_seed(3)
+    m = _random_stats(mobilenet_v2(num_classes=10), 3).eval()
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    with nn.no_grad():
+        eager = m(x)
+    cm = fastconv.compile(m)
+    y = cm(x)
+    assert y.shape == eager.shape == (shape[0], 10) and y.dtype == np.float32
+    err = float(np.max(np.abs(y.astype(np.float64) - eager)) / np.max(np.abs(eager)))
+    assert err <= 1e-4, f"compiled vs eager: relative error {err:.2e}"
+    convs = [s for s in cm.steps if isinstance(s, E._Conv)]
+    assert len(convs) == 52  # 17 blocks (16 with an expansion) * 3 - 1, the stem, the head
+    depthwise = [s for s in convs if s.groups > 1]
+    assert len(depthwise) == 17
+    assert all(set(s.algos.values()) == {"depthwise"} for s in depthwise), \
+        [s.algos for s in depthwise]
+    assert sum("residual" in s.fused for s in convs) == 10
+    np.testing.assert_array_equal(cm(x), y)  # a second call reuses the buffers: same logits
