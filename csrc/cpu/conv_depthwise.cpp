@@ -111,14 +111,9 @@ inline int64_t rows_per_block(const ConvShape& s, int64_t want) {
 
 // One forward output row. RR / SS: the kernel size when known at compile time (0: use
 // R / S), so 3x3 and 5x5 unroll into straight-line FMAs.
-// `room`: how many outputs from yrow on this call may write, its row and the later rows of
-// its block, which the caller computes afterwards. A partial last vector that fits is
-// stored whole: the lanes past the row land in those later rows and are overwritten
-// when they are computed, which on small planes (7x7, 14x14: every row ends in a partial
-// vector) saves the scalar tail.
 template <class T, int RR, int SS>
 void fwd_row(const ConvShape& s, const DwGeom<T>& g, const T* const* rows, const T* wk,
-             const Epilogue<T>& ep, int64_t k, const T* res, T* yrow, int64_t room) {
+             const Epilogue<T>& ep, int64_t k, const T* res, T* yrow) {
   using S_ = Simd<T>;
   using V = typename S_::V;
   constexpr int L = S_::L;
@@ -173,7 +168,7 @@ void fwd_row(const ConvShape& s, const DwGeom<T>& g, const T* const* rows, const
       const T* xr = rows[r] + q;
       for (int64_t t = 0; t < S; ++t) a0 += S_::splat(wk[r * S + t]) * S_::load(xr + offs[t]);
     }
-    finish(a0, q, q + L <= room ? L : std::min<int64_t>(L, Q - q));
+    finish(a0, q, std::min<int64_t>(L, Q - q));
   }
 }
 
@@ -201,7 +196,7 @@ void fwd_impl(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep,
           for (int64_t r = 0; r < s.R; ++r) rows[r] = rb.row(p * s.sh - s.ph + r * s.dh);
           const int64_t o = yoff + p * s.Q;
           fwd_row<T, RR, SS>(s, g, rows.data(), w + k * RS, ep, k,
-                             ep.residual ? ep.residual + o : nullptr, y + o, (p1 - p) * s.Q);
+                             ep.residual ? ep.residual + o : nullptr, y + o);
         }
       }
     }
