@@ -7,7 +7,16 @@ LeNet-5 (5x5 convolutions: no algorithm differs between the settings) is the con
 ResNet-20 (3x3 layers of 16-64 channels, where "high" lets auto pick Winograd F(4,3)) is
 the CIFAR-sized case, on a synthetic task noisy enough not to be solved in one epoch.
 
-    python bench/precision.py [--epochs 3] [--n-train 2048] [--threads 2]
+    python bench/precision.py [--epochs 3] [--n-train 2048] [--threads 2] [--only resnet20]
+
+The figures in README.md ("Precision") come from the reduced run that fits about ten
+minutes on one thread:
+
+    flock /tmp/fastconv-bench.lock python bench/precision.py --threads 1 --epochs 2 \
+        --n-train 1024
+
+"weights differ" is max |w_high - w_highest| / max |w_highest| over every parameter after
+training: how far the two settings' rounding has moved the same network apart.
 """
 from __future__ import annotations
 
@@ -51,6 +60,11 @@ def lockstep(make_model, ds, epochs, batch_size, lr, seed=0):
                 r["times"].append(time.perf_counter() - t0)
                 r["losses"].append(loss)
     out = {}
+    hi = [np.asarray(v) for v in runs["high"]["model"].state_dict().values()]
+    ht = [np.asarray(v) for v in runs["highest"]["model"].state_dict().values()]
+    drift = max(float(np.max(np.abs(a.astype(np.float64) - b))) / max(float(np.max(np.abs(b))),
+                                                                    1e-30)
+                for a, b in zip(hi, ht) if a.size and np.issubdtype(b.dtype, np.floating))
     for p in SETTINGS:
         fc.set_precision(p)
         r = runs[p]
@@ -58,7 +72,8 @@ def lockstep(make_model, ds, epochs, batch_size, lr, seed=0):
         k = max(1, len(r["losses"]) // 10)
         out[p] = dict(test_acc=test_acc, test_loss=test_loss,
                       train_loss=float(np.mean(r["losses"][-k:])),
-                      step_ms=1e3 * float(np.median(r["times"])))
+                      step_ms=1e3 * float(np.median(r["times"])), drift=drift,
+                      steps=len(r["times"]))
     return out
 
 
@@ -67,27 +82,32 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--n-train", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=("lenet5", "resnet20"), default=None)
     a = ap.parse_args(argv)
     fc.set_num_threads(a.threads)
     before = fc.get_precision()
     cases = [
-        ("LeNet-5 / digits", lambda: models.lenet5(num_classes=10), fdata.load_digits(),
+        ("lenet5", "LeNet-5 / digits", lambda: models.lenet5(num_classes=10), fdata.load_digits(),
          32, 0.05),
-        ("ResNet-20 / synthetic 3x32x32", lambda: models.resnet20(num_classes=10),
+        ("resnet20", "ResNet-20 / synthetic 3x32x32", lambda: models.resnet20(num_classes=10),
          fdata.synthetic(a.n_train, 512, (3, 32, 32), noise=12.0, seed=1), 32, 0.05),
     ]
-    print(f"| network | setting | test acc | test loss | final train loss | step ms | "
-          f"step time vs highest |")
-    print("|---|---|---|---|---|---|---|")
+    cases = [c[1:] for c in cases if a.only in (None, c[0])]
+    print(f"{a.epochs} epochs, {a.n_train} ResNet training images, {a.threads} thread(s)")
+    print(f"| network | setting | steps | test acc | test loss | final train loss | step ms | "
+          f"step time vs highest | weights differ |")
+    print("|---|---|---|---|---|---|---|---|---|")
     try:
         for name, make, ds, bs, lr in cases:
+            t0 = time.perf_counter()
             res = lockstep(make, ds, a.epochs, bs, lr)
             for p in SETTINGS:
                 r = res[p]
                 ratio = res["highest"]["step_ms"] / r["step_ms"]
-                print(f"| {name} | {p} | {100 * r['test_acc']:.2f}% | {r['test_loss']:.4f} | "
-                      f"{r['train_loss']:.4f} | {r['step_ms']:.1f} | {ratio:.2f}x |",
-                      flush=True)
+                print(f"| {name} | {p} | {r['steps']} | {100 * r['test_acc']:.2f}% | "
+                      f"{r['test_loss']:.4f} | {r['train_loss']:.4f} | {r['step_ms']:.1f} | "
+                      f"{ratio:.2f}x | {r['drift']:.1e} |", flush=True)
+            print(f"({name}: {time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         fc.set_precision(before)
 
