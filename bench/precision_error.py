@@ -26,6 +26,9 @@ from fastconv import _dispatch  # noqa: E402
 from fastconv._args import conv_spec  # noqa: E402
 
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+# Depthwise is no ResNet layer; one MobileNet-style layer documents that kernel too.
+LAYERS = [(*layer, 1) for layer in RESNET18_LAYERS] + [
+    ("depthwise 3x3/1 128 @28 (MobileNet)", 128, 28, 128, 3, 1, 1, 128)]
 SHORT = {"conv2d_forward": "fwd", "conv2d_backward_data": "bwd data",
          "conv2d_backward_weight": "bwd weight"}
 
@@ -40,11 +43,12 @@ def measure(batch=2, seed=0):
     mod = _dispatch._load("native")
     rng = np.random.default_rng(seed)
     table = {}
-    for name, C, H, K, R, stride, pad in RESNET18_LAYERS:
+    for name, C, H, K, R, stride, pad, groups in LAYERS:
         x = rng.standard_normal((batch, C, H, H)).astype(np.float32)
-        w = (rng.standard_normal((K, C, R, R)) * np.sqrt(2.0 / (C * R * R))).astype(np.float32)
-        kw = dict(stride=stride, padding=pad)
-        spec = conv_spec(x.shape, w.shape, stride, pad)
+        cg = C // groups
+        w = (rng.standard_normal((K, cg, R, R)) * np.sqrt(2.0 / (cg * R * R))).astype(np.float32)
+        kw = dict(stride=stride, padding=pad, groups=groups)
+        spec = conv_spec(x.shape, w.shape, stride, pad, 1, groups)
         tx = torch.from_numpy(x.astype(np.float64)).requires_grad_()
         tw = torch.from_numpy(w.astype(np.float64)).requires_grad_()
         ty = F.conv2d(tx, tw, **kw)
@@ -91,6 +95,16 @@ def main(argv=None):
         print(f"| {name} | " + " | ".join(cells) + " |")
     worst = {c: max(row[c] for row in table.values() if c in row) for c in cols}
     print("| **worst** | " + " | ".join(f"**{worst[c]:.1e}**" for c in cols) + " |")
+    print("\nSummary: the range over the layers each algorithm serves\n")
+    algos = [a for a in _dispatch.CONV_ALGOS if any(c[1] == a for c in cols)]
+    print("| algorithm | " + " | ".join(SHORT[op] for op in OPS) + " |")
+    print("|---|" + "---|" * len(OPS))
+    for algo in algos:
+        cells = []
+        for op in OPS:
+            v = [row[op, algo] for row in table.values() if (op, algo) in row]
+            cells.append(f"{min(v):.1e} - {max(v):.1e}" if v else "-")
+        print(f"| {algo} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The native-backend tests under AddressSanitizer, in one command:
 #   bash tools/asan.sh                      # the default native-backend test files below
-#   bash tools/asan.sh tests/test_pool.py   # or any pytest arguments
+#   bash tools/asan.sh tests/test_pool.py   # or any test files and pytest options
+#   bash tools/asan.sh -x -k winograd       # options alone: the default files
 # Builds an ASan copy of _native in build/asan (-O1 -g -fsanitize=address) next to a staged
 # copy of the Python package in build/asan/pkg, so the developer build in fastconv/ is left
 # as it is, then runs pytest against the staged package. Python is not built with ASan, so
@@ -22,8 +23,11 @@ EOF
 bash tools/build_inplace.sh "$bdir" -DFASTCONV_ASAN=ON -DFASTCONV_MODULE_DIR="$pkg/fastconv" \
   ${FASTCONV_ASAN_CMAKE_ARGS:-}
 
-if [ $# -eq 0 ]; then
-  set -- tests/test_conv.py tests/test_conv1d.py tests/test_conv_depthwise.py \
+# No test path among the arguments: the native-backend test files (options still apply).
+have_path=0
+for a in "$@"; do case $a in tests/*|*.py|*::*) have_path=1 ;; esac; done
+if [ $have_path -eq 0 ]; then
+  set -- "$@" tests/test_conv.py tests/test_conv1d.py tests/test_conv_depthwise.py \
     tests/test_conv_direct_native.py tests/test_conv_epilogue.py tests/test_conv_im2col.py \
     tests/test_conv_pointwise.py tests/test_conv_transpose.py tests/test_conv_winograd.py \
     tests/test_pool.py tests/test_native_ops.py tests/test_norms.py tests/test_batchnorm.py \
