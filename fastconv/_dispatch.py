@@ -179,7 +179,8 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
 PRECISIONS = ("highest", "high")
 # Algorithms whose float32 rounding error is well above direct summation's: F(4,3)'s
 # transforms (entries up to 8 and 1/24 in its matrices) give ~1e-5 of the output's
-# maximum on ResNet shapes against ~1e-6 for direct, im2col and F(2,3) (bench/README.md).
+# maximum on ResNet shapes against ~1e-6 for direct, im2col and F(2,3) (README.md,
+# "Precision"; measured by bench/precision_error.py).
 LOW_PRECISION_ALGOS = ("winograd_f43",)
 _precision = ["high"]
 

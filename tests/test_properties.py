@@ -14,7 +14,7 @@ from fastconv import _dispatch
 from _backends import OPTIMISED_CPU, module
 from conftest import assert_close
 
-SETTINGS = settings(max_examples=40, deadline=None,
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

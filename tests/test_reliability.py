@@ -132,6 +132,26 @@ def test_batch_norm_empty_batch_as_torch(backend, training):
 
 
 @requires_torch
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_norm_layer_empty_batch_as_torch(training):
+    # Was NumPy's reshape error from the layer's forward and backward (item 11).
+    m, tm = fc.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    m.train(training)
+    tm.train(training)
+    x = np.ones((0, 3, 4, 4), np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = tm(tx)
+    ty.sum().backward()
+    y = m(x)
+    gx = m.backward(np.ones_like(y))
+    assert y.shape == tuple(ty.shape) and gx.shape == tuple(tx.grad.shape)
+    np.testing.assert_array_equal(m.weight.grad, tm.weight.grad.numpy())
+    np.testing.assert_array_equal(m.bias.grad, tm.bias.grad.numpy())
+    np.testing.assert_array_equal(m.running_mean, tm.running_mean.numpy())
+    np.testing.assert_array_equal(m.running_var, tm.running_var.numpy())
+
+
+@requires_torch
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("rows,inp,out", [(2, 0, 3), (2, 3, 0), (0, 3, 4), (0, 0, 0)])
 def test_linear_with_an_empty_dimension_as_torch(backend, rows, inp, out):
