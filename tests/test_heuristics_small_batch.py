@@ -91,3 +91,33 @@ def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     ref = fastconv.conv2d(x, w, padding=r // 2, backend="reference")
     # relative to the output's scale: Winograd F(4,3) in fp32 carries ~1e-5 of it
     assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("n,c,hw,want", [(1, 128, 28, "winograd_f43"), (1, 64, 14, "winograd_f43"),
+                                         (1, 512, 7, "direct"), (2, 512, 7, "direct")])
+def test_prepacked_filters_lower_the_winograd_bar(n, c, hw, want):
+    """With the filter transform done once (fastconv.compile), F(4,3) pays from 16 tiles
+    on any layer with >= 16 channels; the data gradient is never prepacked."""
+    s = _spec(n, c, hw, c, 3, padding=1)
+    assert pick("native", "conv2d_forward", s, "float32", EVERY, prepacked=True) == want
+    if want == "winograd_f43" and c < 256:
+        assert pick("native", "conv2d_forward", s, "float32", EVERY) != want
+    sb = _spec(n, c, hw, c, 3, padding=1, op="conv2d_backward_data")
+    assert pick("native", "conv2d_backward_data", sb, "float32", EVERY, prepacked=True) == \
+        pick("native", "conv2d_backward_data", sb, "float32", EVERY)
+
+
+def test_compile_prepacks_winograd_where_eager_does_not():
+    """A compiled 128-channel 3x3 layer at 28x28, batch 1, runs F(4,3) on prepacked
+    filters; the eager call on the same layer runs direct; both give the same output."""
+    import fastconv.nn as nn
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    conv.eval()
+    x = np.random.default_rng(2).standard_normal((1, 128, 28, 28)).astype(np.float32)
+    eng = fastconv.compile(conv)
+    y = eng(x)
+    assert "winograd_f43" in eng.describe()
+    ref = fastconv.conv2d(x, conv.weight.data if hasattr(conv.weight, "data") else conv.weight,
+                          conv.bias.data if hasattr(conv.bias, "data") else conv.bias,
+                          padding=1, backend="reference")
+    assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
