@@ -43,13 +43,15 @@ where the amount of independent work depends on it.
   F(4,3) prepacked vs the best other): 64@56x56 1.47 vs 1.99, 128@28x28 1.46 vs 2.04,
   256@14x14 1.84 vs 2.32; 512@7x7 (4 tiles) 4.63 vs 4.62.
 * Forward passes at batch <= 8 (``_small_batch_gemm``) take the im2col GEMM on strided
-  1x1 layers, expanding 1x1 layers (K >= 4 C) and strided larger kernels with >= 16
-  channels (not the stem) where the product has at most 4096 columns or >= 128
-  channels. With one image there are few columns, and the GEMM reads the filters in
+  1x1 layers and strided larger kernels with >= 16 channels (not the stem) where the
+  product has at most 4096 columns or >= 128 channels. (Expanding 1x1 layers, K = 4 C,
+  are 10-20% faster on the GEMM alone, but in ResNet-50 they carry the fused residual,
+  which the pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct
+  vs 2.46 ms im2col.) With one image there are few columns, and the GEMM reads the filters in
   place (gemm_driver.h) and splits filter rows across the threads; the strided
   pointwise path gathers per column tile and the direct kernel packs the filters per
   call. Measured as above (ms, im2col vs direct): batch 1 3x3/2 256->512@14 1.68 vs
-  2.61, 1x1/2 256->512@14 0.25 vs 0.39, 1x1 512->2048@7 0.93 vs 1.18; batch 8 3x3/2
+  2.61, 1x1/2 256->512@14 0.25 vs 0.39; batch 8 3x3/2
   256->256@28 22.1 vs 31.3, 1x1/2 64->128@56 2.1 vs 3.4; but batch 8 3x3/2 64->128@56
   (6272 columns, 64 channels) 13.5 vs 11.3, hence the column / channel bar. Batch 16
   keeps the rules measured there.
@@ -83,7 +85,6 @@ _MIN_WINOGRAD_TILES_DEEP = 16
 _DEEP_CHANNELS = 256
 # Small-batch forward rules for the im2col GEMM (_small_batch_gemm).
 _SMALL_BATCH = 8
-_EXPANDING_1X1 = 4
 _MIN_GEMM_STRIDED_CHANNELS = 16
 _DEEP_STRIDED_CHANNELS = 128
 _MAX_STRIDED_GEMM_COLS = 4096
@@ -156,13 +157,13 @@ def _winograd_pays(spec, prepacked: bool = False) -> bool:
 
 def _small_batch_gemm(op: str, spec, Cg: int) -> bool:
     """Forward passes at batch <= ``_SMALL_BATCH`` that the im2col GEMM serves best (see
-    the module notes): strided 1x1 layers, expanding 1x1 layers (K >= 4 C), and strided
-    larger kernels past the stem's few channels."""
+    the module notes): strided 1x1 layers, and strided larger kernels past the stem's few
+    channels."""
     if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
         return False
     strided = tuple(spec.stride) != (1, 1)
     if _pointwise(spec):
-        return strided or spec.K >= _EXPANDING_1X1 * spec.C
+        return strided
     cols = spec.N * spec.P * spec.Q
     return strided and Cg >= _MIN_GEMM_STRIDED_CHANNELS and (
         Cg >= _DEEP_STRIDED_CHANNELS or cols <= _MAX_STRIDED_GEMM_COLS)

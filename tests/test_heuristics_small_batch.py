@@ -1,7 +1,7 @@
 """The native heuristic's batch-size-aware decisions (fastconv/_heuristics.py, issue 13):
 1x1 padding-0 layers run on the pointwise kernel (``direct``) for the data gradient at
-every batch size and for the forward pass except, at batch <= 8, strided and expanding
-(K >= 4 C) ones, which take the im2col GEMM, as do strided 3x3 forward passes at small
+every batch size and for the forward pass except, at batch <= 8, strided ones, which
+take the im2col GEMM, as do strided 3x3 forward passes at small
 batch past the stem; Winograd F(4,3) needs enough 4x4 output tiles over the batch (fewer
 on deep layers), so batch 1 and 2 at 7x7 take ``direct``; the dispatcher reaches these
 choices through ``algo="auto"``."""
@@ -30,7 +30,7 @@ def _spec(n, c, hw, k, r, stride=1, padding=0, groups=1, op="conv2d_forward"):
                                            (256, 56, 512, 2), (1024, 14, 2048, 2)])
 def test_pointwise_layers(n, op, c, hw, k, stride):
     s = _spec(n, c, hw, k, 1, stride, op=op)
-    small_gemm = op == "conv2d_forward" and n <= 8 and (stride > 1 or k >= 4 * c)
+    small_gemm = op == "conv2d_forward" and n <= 8 and stride > 1
     want = "im2col" if op == "conv2d_backward_weight" or small_gemm else "direct"
     assert pick("native", op, s, "float32", TWO) == want
 
