@@ -132,8 +132,11 @@ def backend_obstacle(mod, algo: str, op: str, spec) -> str | None:
     return why
 
 
-def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) -> str:
-    """The algorithm that runs ``op``. ``runner(algo)`` runs the op (for autotuning)."""
+def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None,
+                     prepacked: bool = False) -> str:
+    """The algorithm that runs ``op``. ``runner(algo)`` runs the op (for autotuning).
+    ``prepacked``: the caller prepares the filters once for the chosen algorithm (the
+    backend's ``prepack``, as fastconv.compile does), so per-call filter work is free."""
     if algo != "auto" and algo not in CONV_ALGOS:
         raise ValueError(f"algo must be 'auto' or one of {', '.join(CONV_ALGOS)}; got {algo!r}")
     implemented = implemented_algos(mod, op)
@@ -169,7 +172,7 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
             return tuned
     from ._heuristics import pick
 
-    choice = pick(name, op, spec, str(dtype), candidates)
+    choice = pick(name, op, spec, str(dtype), candidates, prepacked=prepacked)
     assert choice in candidates, (choice, candidates)
     return choice
 

@@ -30,14 +30,31 @@ where the amount of independent work depends on it.
   1x1 layer), and that splits filters as well as columns over the threads, so one image
   keeps both cores busy.
 * Winograd F(4,3) needs enough 4x4 output tiles, ``N * ceil(P/4) * ceil(Q/4)``: its
-  transform-domain GEMMs are (K x C) . (C x tiles), and with fewer than
-  ``_MIN_WINOGRAD_TILES`` = 16 tiles (batch 1 at 7x7 has 4, batch 2 at 7x7 has 8; batch 1
-  at 14x14 has 16) they are too narrow to fill a register tile per thread while the
-  filter transform (K*C 6x6 tiles, per call) is not amortised. Those layers take the
-  ``direct`` kernel (its channels-last path serves small planes). Measured at batch 1
-  (1 thread, min of 10 calls, ``bench/conv_layers_ort.py --threads 1 --stat min``): on
-  512@7x7 direct 9.7 ms vs F(4,3) 17.6 ms; on 256@14x14 (16 tiles) F(4,3) 6.5 ms vs
-  direct 10.8 ms, hence 16 and not 32.
+  transform-domain GEMMs are (K x C) . (C x tiles), and with too few tiles they are too
+  narrow to fill a register tile per thread while the filter transform (K*C 6x6 tiles,
+  per call) is not amortised. The bar is ``_MIN_WINOGRAD_TILES`` = 64 tiles, or 16 on
+  layers with both channel counts >= 256 (batch 1 at 7x7 has 4 tiles, batch 2 8, batch 8
+  32; batch 1 at 14x14 16, at 28x28 49). Measured at 2 threads, interleaved, min of
+  calls (the per-algorithm table of ``bench/conv_layers_ort.py --algos``): 128@28x28
+  batch 1 (49 tiles) direct 2.3 ms vs F(4,3) 3.3 ms; 512@7x7 batch 8 (32 tiles) F(4,3)
+  14.9 ms vs direct 23.7 ms; 256@14x14 batch 8 F(4,3) 11.5 ms vs im2col 20.5 ms.
+* With the filters prepacked (``fastconv.compile``: the Winograd filter transform done
+  once), F(4,3) takes every wide layer from 16 tiles. Measured as below (ms, batch 1,
+  F(4,3) prepacked vs the best other): 64@56x56 1.47 vs 1.99, 128@28x28 1.46 vs 2.04,
+  256@14x14 1.84 vs 2.32; 512@7x7 (4 tiles) 4.63 vs 4.62.
+* Forward passes at batch <= 8 (``_small_batch_gemm``) take the im2col GEMM on strided
+  1x1 layers and strided larger kernels with >= 16 channels (not the stem) where the
+  product has at most 4096 columns or >= 128 channels. (Expanding 1x1 layers, K = 4 C,
+  are 10-20% faster on the GEMM alone, but in ResNet-50 they carry the fused residual,
+  which the pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct
+  vs 2.46 ms im2col.) With one image there are few columns, and the GEMM reads the filters in
+  place (gemm_driver.h) and splits filter rows across the threads; the strided
+  pointwise path gathers per column tile and the direct kernel packs the filters per
+  call. Measured as above (ms, im2col vs direct): batch 1 3x3/2 256->512@14 1.68 vs
+  2.61, 1x1/2 256->512@14 0.25 vs 0.39; batch 8 3x3/2
+  256->256@28 22.1 vs 31.3, 1x1/2 64->128@56 2.1 vs 3.4; but batch 8 3x3/2 64->128@56
+  (6272 columns, 64 channels) 13.5 vs 11.3, hence the column / channel bar. Batch 16
+  keeps the rules measured there.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -61,8 +78,16 @@ from __future__ import annotations
 _MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
-# Fewest 4x4 output tiles (over the whole batch) for which native Winograd F(4,3) is picked.
-_MIN_WINOGRAD_TILES = 16
+# Fewest 4x4 output tiles (over the whole batch) for which native Winograd F(4,3) is
+# picked; layers with both channel counts >= _DEEP_CHANNELS from fewer tiles.
+_MIN_WINOGRAD_TILES = 64
+_MIN_WINOGRAD_TILES_DEEP = 16
+_DEEP_CHANNELS = 256
+# Small-batch forward rules for the im2col GEMM (_small_batch_gemm).
+_SMALL_BATCH = 8
+_MIN_GEMM_STRIDED_CHANNELS = 16
+_DEEP_STRIDED_CHANNELS = 128
+_MAX_STRIDED_GEMM_COLS = 4096
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
@@ -70,8 +95,11 @@ _NUMBA_F23_MIN_PLANE = 14 * 14
 _CUDA_MIN_GEMM_CHANNELS = 8
 
 
-def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
-    """Chooses among ``candidates`` (all implemented and able to serve ``spec``)."""
+def pick(backend: str, op: str, spec, dtype: str, candidates: list[str],
+         prepacked: bool = False) -> str:
+    """Chooses among ``candidates`` (all implemented and able to serve ``spec``).
+    ``prepacked``: the filters are prepared once for the chosen algorithm (compiled
+    inference), which moves Winograd's filter transform out of the call."""
     Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
     if "depthwise" in candidates and backend == "native":
         # Depthwise layers (candidates can all serve spec, so groups == C) get their own
@@ -103,7 +131,7 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str]) -> str:
             if algo in candidates:
                 return algo
         return candidates[0]
-    if wide_winograd and _winograd_tiles(spec) >= _MIN_WINOGRAD_TILES:
+    if wide_winograd and _winograd_pays(spec, prepacked and op == "conv2d_forward"):
         return "winograd_f43"
     if "im2col" not in candidates:
         return "direct" if "direct" in candidates else candidates[0]
@@ -117,6 +145,30 @@ def _winograd_tiles(spec) -> int:
     return spec.N * -(-spec.P // 4) * -(-spec.Q // 4)
 
 
+def _winograd_pays(spec, prepacked: bool = False) -> bool:
+    """Enough tiles for F(4,3)'s transform-domain GEMMs: ``_MIN_WINOGRAD_TILES``, or from
+    ``_MIN_WINOGRAD_TILES_DEEP`` on layers deep enough (both channel counts at least
+    ``_DEEP_CHANNELS``) that the direct and GEMM paths are as short of columns, or with
+    the filters transformed once (``prepacked``)."""
+    tiles = _winograd_tiles(spec)
+    deep = prepacked or min(spec.C, spec.K) >= _DEEP_CHANNELS
+    return tiles >= (_MIN_WINOGRAD_TILES_DEEP if deep else _MIN_WINOGRAD_TILES)
+
+
+def _small_batch_gemm(op: str, spec, Cg: int) -> bool:
+    """Forward passes at batch <= ``_SMALL_BATCH`` that the im2col GEMM serves best (see
+    the module notes): strided 1x1 layers, and strided larger kernels past the stem's few
+    channels."""
+    if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
+        return False
+    strided = tuple(spec.stride) != (1, 1)
+    if _pointwise(spec):
+        return strided
+    cols = spec.N * spec.P * spec.Q
+    return strided and Cg >= _MIN_GEMM_STRIDED_CHANNELS and (
+        Cg >= _DEEP_STRIDED_CHANNELS or cols <= _MAX_STRIDED_GEMM_COLS)
+
+
 def _pointwise(spec) -> bool:
     """1x1 with padding 0: the direct algorithm runs it on the pointwise kernel."""
     return (spec.R, spec.S) == (1, 1) and tuple(spec.padding) == (0, 0) and \
@@ -126,6 +178,8 @@ def _pointwise(spec) -> bool:
 def _im2col_wins(op: str, spec, Cg: int) -> bool:
     if spec.groups > 1 and Cg == 1:
         return False  # depthwise: a GEMM of one row per group
+    if _small_batch_gemm(op, spec, Cg):
+        return True
     if _pointwise(spec) and op in ("conv2d_forward", "conv2d_backward_data"):
         return False  # the pointwise kernel: no copy of the activation, filters x columns
     if (spec.R, spec.S) == (1, 1):

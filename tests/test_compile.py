@@ -152,8 +152,8 @@ def test_algorithms_come_from_the_dispatcher(monkeypatch):
     calls = []
     real = E.choose_conv_algo
 
-    def spy(name, mod, op, spec, dtype, algo, runner=None):
-        choice = real(name, mod, op, spec, dtype, algo, runner)
+    def spy(name, mod, op, spec, dtype, algo, runner=None, prepacked=False):
+        choice = real(name, mod, op, spec, dtype, algo, runner, prepacked=prepacked)
         calls.append((spec.x_shape, choice))
         return choice
 

@@ -98,6 +98,28 @@ def test_threads_give_identical_results(dtype, M, N, K, restore_isa):
     assert np.max(np.abs(out[0] - want)) / np.max(np.abs(want)) <= _tol(dtype, K)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,N,K", [(133, 600, 900), (75, 530, 397)])
+def test_in_place_a_equals_packed_a(isa, dtype, M, N, K, restore_isa):
+    """A product this narrow reads A in place (gemm_driver.h kInPlaceCols), a wider one
+    packs it: a column slice, in place, must equal the same columns of the packed product
+    bitwise (the same sums in the same order), ragged row panels included."""
+    if not _supported(isa):
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    _native.set_num_threads(1)
+    r = rng(M + N + K)
+    a = r.standard_normal((M, K)).astype(dtype)
+    b = r.standard_normal((K, N)).astype(dtype)
+    wide = np.zeros((M, N), dtype)
+    GEMM[dtype](a, b, wide)
+    narrow = np.zeros((M, 40), dtype)
+    GEMM[dtype](a, np.ascontiguousarray(b[:, :40]), narrow)
+    np.testing.assert_array_equal(narrow, wide[:, :40])
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.max(np.abs(wide - want)) / np.max(np.abs(want)) <= _tol(dtype, K)
+
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="inner dimensions"):
         _native.sgemm(np.ones((3, 4), np.float32), np.ones((5, 6), np.float32),

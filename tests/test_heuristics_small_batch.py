@@ -1,8 +1,10 @@
 """The native heuristic's batch-size-aware decisions (fastconv/_heuristics.py, issue 13):
-1x1 padding-0 layers run on the pointwise kernel (``direct``) for the forward pass and the
-data gradient at every batch size; Winograd F(4,3) needs enough 4x4 output tiles over the
-batch, so batch 1 and 2 at 7x7 take ``direct``; the dispatcher
-reaches these choices through ``algo="auto"``."""
+1x1 padding-0 layers run on the pointwise kernel (``direct``) for the data gradient at
+every batch size and for the forward pass except, at batch <= 8, strided ones, which
+take the im2col GEMM, as do strided 3x3 forward passes at small
+batch past the stem; Winograd F(4,3) needs enough 4x4 output tiles over the batch (fewer
+on deep layers), so batch 1 and 2 at 7x7 take ``direct``; the dispatcher reaches these
+choices through ``algo="auto"``."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +30,24 @@ def _spec(n, c, hw, k, r, stride=1, padding=0, groups=1, op="conv2d_forward"):
                                            (256, 56, 512, 2), (1024, 14, 2048, 2)])
 def test_pointwise_layers(n, op, c, hw, k, stride):
     s = _spec(n, c, hw, k, 1, stride, op=op)
-    want = "im2col" if op == "conv2d_backward_weight" else "direct"
+    small_gemm = op == "conv2d_forward" and n <= 8 and stride > 1
+    want = "im2col" if op == "conv2d_backward_weight" or small_gemm else "direct"
     assert pick("native", op, s, "float32", TWO) == want
+
+
+@pytest.mark.parametrize("n,c,hw,k,want", [
+    (1, 64, 56, 128, "im2col"), (1, 256, 14, 512, "im2col"), (8, 128, 28, 256, "im2col"),
+    (8, 64, 56, 128, "direct"), (8, 128, 56, 128, "im2col"), (16, 256, 14, 512, "direct"),
+    (1, 3, 224, 64, "direct"), (8, 8, 32, 16, "direct")])
+def test_strided_3x3_forward_at_small_batch(n, c, hw, k, want):
+    """Strided 3x3 forward passes take the GEMM at batch <= 8 with >= 16 channels, when
+    the product is narrow (<= 4096 columns) or deep (>= 128 channels); the 7x7 stem and
+    thin layers stay direct, and so does every backward pass."""
+    r = 7 if c == 3 else 3
+    s = _spec(n, c, hw, k, r, 2, padding=r // 2)
+    assert pick("native", "conv2d_forward", s, "float32", TWO) == want
+    sb = _spec(n, c, hw, k, r, 2, padding=r // 2, op="conv2d_backward_weight")
+    assert pick("native", "conv2d_backward_weight", sb, "float32", TWO) == "direct"
 
 
 @pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data"])
@@ -42,6 +60,14 @@ def test_winograd_needs_tiles(op, n, hw, want):
     assert pick("native", op, s, "float32", EVERY) == want
 
 
+@pytest.mark.parametrize("n,hw,want", [(1, 28, "direct"), (2, 28, "winograd_f43"),
+                                       (8, 7, "direct"), (1, 56, "winograd_f43")])
+def test_winograd_needs_more_tiles_on_shallower_layers(n, hw, want):
+    """Below 256 channels F(4,3) needs 64 tiles: 128@28x28 at batch 1 has 49."""
+    s = _spec(n, 128, hw, 128, 3, padding=1)
+    assert pick("native", "conv2d_forward", s, "float32", EVERY) == want
+
+
 def test_padded_1x1_is_not_pointwise():
     """A 1x1 layer with padding is no plain GEMM over x: the older 1x1 rule (im2col past
     a shallow reduction) still decides it."""
@@ -49,8 +75,8 @@ def test_padded_1x1_is_not_pointwise():
     assert pick("native", "conv2d_forward", s, "float32", TWO) == "im2col"
 
 
-@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "direct"), (4, 7, 3, "winograd_f43"),
-                                         (1, 14, 1, "direct")])
+@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "direct"), (4, 7, 3, "direct"),
+                                         (16, 7, 3, "winograd_f43"), (1, 14, 1, "direct")])
 def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     """The dispatcher's algo="auto" choice (no autotune runner) is the heuristic's, and
     the chosen path computes the right result."""
@@ -64,4 +90,34 @@ def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     y = fastconv.conv2d(x, w, padding=r // 2)
     ref = fastconv.conv2d(x, w, padding=r // 2, backend="reference")
     # relative to the output's scale: Winograd F(4,3) in fp32 carries ~1e-5 of it
+    assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("n,c,hw,want", [(1, 128, 28, "winograd_f43"), (1, 64, 14, "winograd_f43"),
+                                         (1, 512, 7, "direct"), (2, 512, 7, "direct")])
+def test_prepacked_filters_lower_the_winograd_bar(n, c, hw, want):
+    """With the filter transform done once (fastconv.compile), F(4,3) pays from 16 tiles
+    on any layer with >= 16 channels; the data gradient is never prepacked."""
+    s = _spec(n, c, hw, c, 3, padding=1)
+    assert pick("native", "conv2d_forward", s, "float32", EVERY, prepacked=True) == want
+    if want == "winograd_f43" and c < 256:
+        assert pick("native", "conv2d_forward", s, "float32", EVERY) != want
+    sb = _spec(n, c, hw, c, 3, padding=1, op="conv2d_backward_data")
+    assert pick("native", "conv2d_backward_data", sb, "float32", EVERY, prepacked=True) == \
+        pick("native", "conv2d_backward_data", sb, "float32", EVERY)
+
+
+def test_compile_prepacks_winograd_where_eager_does_not():
+    """A compiled 128-channel 3x3 layer at 28x28, batch 1, runs F(4,3) on prepacked
+    filters; the eager call on the same layer runs direct; both give the same output."""
+    import fastconv.nn as nn
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    conv.eval()
+    x = np.random.default_rng(2).standard_normal((1, 128, 28, 28)).astype(np.float32)
+    eng = fastconv.compile(conv)
+    y = eng(x)
+    assert "winograd_f43" in eng.describe()
+    ref = fastconv.conv2d(x, conv.weight.data if hasattr(conv.weight, "data") else conv.weight,
+                          conv.bias.data if hasattr(conv.bias, "data") else conv.bias,
+                          padding=1, backend="reference")
     assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))

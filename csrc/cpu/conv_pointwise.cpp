@@ -67,10 +67,11 @@ T* workspace(int slot, size_t n) {
 template <class T, int NW = NV>
 using Acc = typename Simd<T>::V[MR][NW];
 
-// acc[i][t] = sum_{c < cn} wp[c*MR + i] * src[c*cs + t*L ...], t < NW vectors
+// acc[i][t] = sum_{c < cn} w(i, c) * src[c*cs + t*L ...], t < NW vectors, where w(i, c)
+// is wp[c*MR + i] (packed panel, wld == 0) or wp[i*wld + c] (filter rows in place).
 template <class T, int NW>
 inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __restrict wp,
-                  Acc<T, NW>& acc) {
+                  int64_t wld, Acc<T, NW>& acc) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
@@ -78,13 +79,15 @@ inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __re
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int t = 0; t < NW; ++t) acc[i][t] = V{};
+  // Element (i, c) at wp + i * ri + c * rc.
+  const int64_t ri = wld ? wld : 1, rc = wld ? 1 : MR;
   for (int64_t c = 0; c < cn; ++c) {
     V xv[NW];
 #pragma GCC unroll 2
     for (int t = 0; t < NW; ++t) xv[t] = S::load(src + c * cs + t * L);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
-      const V wv = S::splat(wp[c * MR + i]);
+      const V wv = S::splat(wp[i * ri + c * rc]);
 #pragma GCC unroll 2
       for (int t = 0; t < NW; ++t) acc[i][t] += wv * xv[t];
     }
@@ -186,9 +189,13 @@ void gather(const Geo& g, const T* xb, int64_t j0, int64_t jn, int64_t jw, T* bu
   }
 }
 
-// The forward-form product for all images and groups, with ep's stage fused.
+// The forward-form product for all images and groups, with ep's stage fused. The filters
+// are wp (packed by pack_a) or, with wp null, the rows of w read in place (row (g, k) at
+// w + (g*Kg + k)*Cg): packing costs a pass over every filter value per call, which one
+// image's 7 x 7 or 14 x 14 columns reuse only a few times. A ragged last filter block
+// (fewer than MR rows) is then packed per task, zero-padded, so no row past Kg is read.
 template <class T>
-void product(const Geo& g, const T* x, const T* wp, const Epilogue<T>& ep, T* y) {
+void product(const Geo& g, const T* x, const T* wp, const T* w, const Epilogue<T>& ep, T* y) {
   constexpr int64_t JW = col_block<T>();
   // 8 micro-tiles per column tile: 128 fp32 columns, the activation panel CB x TJ ~128 KB.
   // CB 64 / 128 and TJ 4 micro-tiles measured no better (1 thread, CPU time, on the 1x1
@@ -209,7 +216,7 @@ void product(const Geo& g, const T* x, const T* wp, const Epilogue<T>& ep, T* y)
   const int64_t flops_per_task = 2 * g.Kg / KT * g.Cg * TJ;
 #pragma omp parallel num_threads(threads_for(tasks, flops_per_task))
   {
-    thread_local std::vector<T> bufv;
+    thread_local std::vector<T> bufv, ragged;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t kt = task % KT, u = task / KT;
@@ -229,12 +236,23 @@ void product(const Geo& g, const T* x, const T* wp, const Epilogue<T>& ep, T* y)
         buf = scratch(bufv, size_t(g.Cg * jw));
         gather(g, xb, j0 + jdir, jrest, jw, buf);
       }
+      const T* wr = nullptr;  // the ragged block's packed copy (in-place filters only)
+      if (!wp && kb1 == KB && g.Kg % MR) {
+        wr = scratch(ragged, size_t(g.Cg * MR));
+        const T* src = w + (gi * g.Kg + (KB - 1) * MR) * g.Cg;
+        const int64_t kr = g.Kg % MR;
+        for (int64_t c = 0; c < g.Cg; ++c)
+          for (int i = 0; i < MR; ++i) ragged[c * MR + i] = i < kr ? src[i * g.Cg + c] : T(0);
+      }
       for (int64_t c0 = 0; c0 < g.Cg; c0 += CB) {
         const int64_t cn = std::min(CB, g.Cg - c0);
         const bool first = c0 == 0, last = c0 + cn == g.Cg;
         for (int64_t kb = kb0; kb < kb1; ++kb) {
-          const T* wk = wp + ((gi * KB + kb) * g.Cg + c0) * MR;
           const int kv = int(std::min<int64_t>(MR, g.Kg - kb * MR));
+          const bool rows = !wp && kv == MR;
+          const T* wk = wp ? wp + ((gi * KB + kb) * g.Cg + c0) * MR
+                      : rows ? w + (gi * g.Kg + kb * MR) * g.Cg + c0 : wr + c0 * MR;
+          const int64_t wld = rows ? g.Cg : 0;
           const int64_t k0 = kb * MR;
           for (int64_t jj = 0; jj < jn; jj += JW) {
             const int64_t j = j0 + jj, nc = std::min(JW, jn - jj);
@@ -243,17 +261,17 @@ void product(const Geo& g, const T* x, const T* wp, const Epilogue<T>& ep, T* y)
             const T* rt = rb ? rb + k0 * g.PQ + j : nullptr;
             if (jj < jdir) {
               Acc<T> acc;
-              micro<T, NV>(cn, xb + c0 * g.PQ + j, g.PQ, wk, acc);
+              micro<T, NV>(cn, xb + c0 * g.PQ + j, g.PQ, wk, wld, acc);
               store<T, NV>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
             } else if (nc <= Simd<T>::L) {
               // A last tile of at most one vector (7 x 7 planes: 49 = 3 x 16 + 1) costs
               // half a full one.
               Acc<T, 1> acc;
-              micro<T, 1>(cn, buf + c0 * jw + (jj - jdir), jw, wk, acc);
+              micro<T, 1>(cn, buf + c0 * jw + (jj - jdir), jw, wk, wld, acc);
               store<T, 1>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
             } else {
               Acc<T> acc;
-              micro<T, NV>(cn, buf + c0 * jw + (jj - jdir), jw, wk, acc);
+              micro<T, NV>(cn, buf + c0 * jw + (jj - jdir), jw, wk, wld, acc);
               store<T, NV>(acc, kv, nc, yt, g.PQ, first, last, bt, rt, ep.lo, ep.hi, clamp);
             }
           }
@@ -301,13 +319,7 @@ void conv_pointwise_fwd(const ConvShape& s, const T* x, const T* w, const T* wp,
     for (int64_t i = 0, PQ = s.P * s.Q; i < s.N * s.K * PQ; ++i) y[i] = ep.apply(T(0), (i / PQ) % s.K, i);
     return;
   }
-  const Geo g = fwd_geo<T>(s);
-  if (!wp) {
-    T* p = workspace<T>(0, size_t(conv_pointwise_packed_size(s)));
-    conv_pointwise_pack(s, w, p);
-    wp = p;
-  }
-  product<T>(g, x, wp, ep, y);
+  product<T>(fwd_geo<T>(s), x, wp, w, ep, y);
 }
 
 template <class T>
@@ -331,12 +343,12 @@ void conv_pointwise_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx)
   }, wt);
   const Epilogue<T> none;
   if (s.sh == 1 && s.sw == 1 && s.P == s.H && s.Q == s.W) {
-    product<T>(g, gy, wt, none, gx);
+    product<T>(g, gy, wt, nullptr, none, gx);
     return;
   }
   // Strided: the product lands on the stride grid; every other pixel gets no gradient.
   T* dense = workspace<T>(2, size_t(s.N * s.C * PQ));
-  product<T>(g, gy, wt, none, dense);
+  product<T>(g, gy, wt, nullptr, none, dense);
   const int64_t planes = s.N * s.C;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, HW))
   for (int64_t pl = 0; pl < planes; ++pl) {

@@ -172,7 +172,8 @@ class _Conv(_Step):
         w, b = self.w, self.b
         algo = choose_conv_algo(eng.backend_name, eng.backend, "conv2d_forward", spec,
                                 eng.dtype, self.algo_req,
-                                runner=lambda a: fn(np.zeros(xshape, eng.dtype), w, b, spec, a))
+                                runner=lambda a: fn(np.zeros(xshape, eng.dtype), w, b, spec, a),
+                                prepacked=eng.takes_packed)
         self.algos[tuple(xshape)] = algo
         self.bind_flops = spec.flops
         y = alloc(spec.y_shape)

@@ -22,6 +22,8 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
+#include <utility>
 
 #ifndef FC_ISA
 #error "compiled per ISA by CMake"
@@ -138,6 +140,31 @@ struct Micro {
     }
   }
 
+  // The same sums with A read in place: row i of the tile at a + i * lda, k contiguous
+  // (a plain row-major A, see InPlaceA). Same order of operations as compute<MR>.
+  static inline void compute_in_place(int64_t kc, const T* __restrict a, int64_t lda,
+                                      const T* __restrict b, V (&acc)[MR][kNV]) {
+    const T* ar[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) ar[i] = a + i * lda;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[i][v] = V{};
+    for (int64_t k = 0; k < kc; ++k) {
+      V bv[kNV];
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * VL);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const T av = ar[i][k];
+#pragma GCC unroll 4
+        for (int v = 0; v < kNV; ++v) acc[i][v] += av * bv[v];
+      }
+      b += NR;
+    }
+  }
+
   // One full-width row of a tile: C = alpha * acc + bias (+ beta * C), vector stores.
   static inline void store_row(const V (&acc)[kNV], T* c, T alpha, T beta, T bias) {
 #pragma GCC unroll 4
@@ -167,9 +194,12 @@ struct Micro {
   }
 };
 
+// a: the packed panel (lda == 0), or, for a full panel (mr == MR) of an A read in
+// place, row i0's first element with rows lda apart.
 template <class T, class ColMap>
-inline void tile_store(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const ColMap& off,
-                       int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta, const T* bias) {
+inline void tile_store(int64_t kc, const T* a, int64_t lda, const T* b, T* C, int64_t ldc,
+                       const ColMap& off, int64_t i0, int64_t j0, int mr, int nr, T alpha,
+                       T beta, const T* bias) {
   using M = Micro<T>;
   using V = typename M::V;
   constexpr int MR = M::MR, NR = M::NR;
@@ -177,7 +207,8 @@ inline void tile_store(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, co
   // A partial row panel (M = 64 or 128 against MR = 14 leaves 8 or 2 rows) runs a
   // shorter kernel instead of multiplying zero rows: 8.6% of those layers' FMAs.
   constexpr int R8 = MR > 8 ? 8 : MR, R4 = MR > 4 ? 4 : MR, R2 = MR > 2 ? 2 : MR;
-  if (mr == MR) M::template compute<MR>(kc, a, b, acc);
+  if (lda) M::compute_in_place(kc, a, lda, b, acc);
+  else if (mr == MR) M::template compute<MR>(kc, a, b, acc);
   else if (mr <= R2) M::template compute<R2>(kc, a, b, acc);
   else if (mr <= R4) M::template compute<R4>(kc, a, b, acc);
   else if (mr <= R8) M::template compute<R8>(kc, a, b, acc);
@@ -224,16 +255,42 @@ inline void tile_store(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, co
 // fused output stage the rest of it over the tile just stored (still in L1), which
 // saves a second pass over C in memory.
 template <class T, class ColMap>
-inline void tile(int64_t kc, const T* a, const T* b, T* C, int64_t ldc, const ColMap& off,
-                 int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta, const T* bias,
-                 const Post<T>* post = nullptr) {
-  tile_store(kc, a, b, C, ldc, off, i0, j0, mr, nr, alpha, beta, bias);
-  if (post)
+inline void tile(int64_t kc, const T* a, int64_t lda, const T* b, T* C, int64_t ldc,
+                 const ColMap& off, int64_t i0, int64_t j0, int mr, int nr, T alpha, T beta,
+                 const T* bias, const Post<T>* post = nullptr) {
+  tile_store(kc, a, lda, b, C, ldc, off, i0, j0, mr, nr, alpha, beta, bias);
+  if (!post) return;
+  const int64_t o0 = off(j0);
+  if (off(j0 + nr - 1) - o0 == nr - 1) {
+    // One run of columns (every tile of a one-image product): plain row loops that the
+    // compiler vectorises, with no column map per element.
+    for (int i = 0; i < mr; ++i) {
+      T* __restrict c = C + (i0 + i) * ldc + o0;
+      const T* __restrict r = post->residual ? post->residual + (i0 + i) * ldc + o0 : nullptr;
+      const T lo = post->lo, hi = post->hi;
+      if (r) {
+        for (int jj = 0; jj < nr; ++jj) {
+          T v = c[jj] + r[jj];
+          v = v < lo ? lo : v;
+          c[jj] = v > hi ? hi : v;
+        }
+      } else {
+        for (int jj = 0; jj < nr; ++jj) {
+          T v = c[jj];
+          v = v < lo ? lo : v;
+          c[jj] = v > hi ? hi : v;
+        }
+      }
+    }
+    return;
+  }
+  {
     for (int i = 0; i < mr; ++i)
       for (int jj = 0; jj < nr; ++jj) {
         const int64_t at = (i0 + i) * ldc + off(j0 + jj);
         C[at] = post->apply(C[at], at);
       }
+  }
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -246,6 +303,25 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr double kStationaryA = 768 * 1024;
 constexpr int64_t kStationaryKC = 192;
 constexpr int64_t kStationaryPanels = 4;
+
+// Column count (in NR-wide panels) up to which a plain A is read in place rather than
+// packed (serial).
+constexpr int64_t kInPlaceCols = 16;
+
+// Whether a packer's A is a plain row-major matrix that the micro-kernel may read in
+// place: packers with plain(), at(i, k) and lda (StridedPackA); every other one packs.
+template <class T, class PackA, class = void>
+struct InPlaceA {
+  static bool ok(const PackA&) { return false; }
+  static const T* at(const PackA&, int64_t, int64_t) { return nullptr; }
+  static int64_t ld(const PackA&) { return 0; }
+};
+template <class T, class PackA>
+struct InPlaceA<T, PackA, std::void_t<decltype(std::declval<const PackA&>().at(0, 0))>> {
+  static bool ok(const PackA& p) { return p.plain(); }
+  static const T* at(const PackA& p, int64_t i, int64_t k) { return p.at(i, k); }
+  static int64_t ld(const PackA& p) { return p.lda; }
+};
 
 // Splits [0, n) into nt nearly equal parts; part t is [lo, hi).
 inline void split(int64_t n, int nt, int t, int64_t& lo, int64_t& hi) {
@@ -295,8 +371,8 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
           for (int64_t ip = 0; ip < mp; ++ip) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, M - ip * MR));
-            tile(kc, ablk + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, i_lo + ip * MR,
-                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
+            tile(kc, ablk + ip * kc * MR, int64_t(0), bpack + jp * kc * NR, C, ldc, off,
+                 i_lo + ip * MR, jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
           }
         }
       }
@@ -311,6 +387,11 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
   T* bpack = static_cast<T*>(
       pack_scratch().get(sizeof(T) * (b_elems + static_cast<size_t>(kc_max) * mc_max)));
   T* apack = bpack + b_elems;
+  // Few columns: each packed A value would serve only nc / NR micro-tiles, and packing
+  // costs about as much as that many FMAs (a conv layer's filters against one image's
+  // 7 x 7 or 14 x 14 outputs), so full row panels read a plain A in place.
+  using IA = InPlaceA<T, PackA>;
+  const bool in_place = IA::ok(pack_a) && N <= kInPlaceCols * NR;
   for (int64_t jc = j_lo; jc < j_hi; jc += nc_max) {
     const int64_t nc = std::min(nc_max, j_hi - jc);
     for (int64_t pc = k_lo; pc < k_hi; pc += kc_max) {
@@ -321,13 +402,17 @@ void serial(int64_t i_lo, int64_t i_hi, int64_t j_lo, int64_t j_hi, int64_t k_lo
       pack_b(pc, kc, jc, nc, bpack);
       for (int64_t ic = i_lo; ic < i_hi; ic += mc_max) {
         const int64_t mc = std::min(mc_max, i_hi - ic);
-        pack_a(ic, mc, pc, kc, apack);
+        // In place: only a ragged last panel (fewer than MR rows) is packed, zero-padded.
+        const int64_t full = in_place ? mc / MR * MR : 0;
+        if (full < mc) pack_a(ic + full, mc - full, pc, kc, apack + full * kc);
         for (int64_t jp = 0; jp * NR < nc; ++jp) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jp * NR));
           for (int64_t ip = 0; ip * MR < mc; ++ip) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-            tile(kc, apack + ip * kc * MR, bpack + jp * kc * NR, C, ldc, off, ic + ip * MR,
-                 jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
+            const bool direct = ip * MR < full;
+            const T* a = direct ? IA::at(pack_a, ic + ip * MR, pc) : apack + ip * kc * MR;
+            tile(kc, a, direct ? IA::ld(pack_a) : int64_t(0), bpack + jp * kc * NR, C, ldc, off,
+                 ic + ip * MR, jc + jp * NR, mr, nr, alpha, beta_eff, bias_eff, post_eff);
           }
         }
       }
@@ -458,6 +543,9 @@ struct StridedPackA {
   const T* A;
   int64_t lda;
   bool trans;
+  // Read in place (serial's few-columns path) when not transposed.
+  bool plain() const { return !trans; }
+  const T* at(int64_t i, int64_t k) const { return A + i * lda + k; }
   void operator()(int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* dst) const {
     constexpr int MR = Blk<T>::MR;
     for (int64_t ip = 0; ip < mc; ip += MR, dst += kc * MR) {
