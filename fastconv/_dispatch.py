@@ -14,7 +14,12 @@ import threading
 
 BACKENDS = ("native", "numba", "cuda", "numba_cuda", "reference")
 GPU_BACKENDS = ("cuda", "numba_cuda")
-CONV_ALGOS = ("direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm", "depthwise")
+# The algorithm table. Every backend, the layers and the dispatcher read these names from
+# here; a new Winograd tile is one entry in WINOGRAD_TILES plus its kernels.
+# Winograd F(m, 3) algorithms: name -> m, the output tile edge (the input tile is m + 2).
+# All of them share one obstacle (ConvSpec.winograd_obstacle) and have no weight-gradient form.
+WINOGRAD_TILES = {"winograd_f23": 2, "winograd_f43": 4}
+CONV_ALGOS = ("direct", "im2col", *WINOGRAD_TILES, "implicit_gemm", "depthwise")
 CONV_OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
 _MODULES = {
@@ -105,9 +110,19 @@ def serving_algos(name: str, mod, op: str, spec) -> list[str]:
     return [a for a in implemented_algos(mod, op) if backend_obstacle(mod, a, op, spec) is None]
 
 
+def is_winograd(algo: str) -> bool:
+    """Whether ``algo`` is one of the Winograd F(m, 3) algorithms of WINOGRAD_TILES."""
+    return algo in WINOGRAD_TILES
+
+
+def winograd_tile(algo: str) -> int:
+    """The output tile edge m of the Winograd algorithm ``algo`` (F(m, 3))."""
+    return WINOGRAD_TILES[algo]
+
+
 def obstacle(algo: str, spec) -> str | None:
     """Why ``algo`` cannot serve ``spec`` in principle (None: it can)."""
-    if algo.startswith("winograd"):
+    if is_winograd(algo):
         return spec.winograd_obstacle()
     if algo == "depthwise":
         return depthwise_obstacle(spec)
@@ -143,7 +158,7 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None) ->
             if why is not None:
                 raise ValueError(f"algo={algo!r} cannot serve this convolution: {why}")
             return algo
-        if op == "conv2d_backward_weight" and algo.startswith("winograd") and \
+        if op == "conv2d_backward_weight" and is_winograd(algo) and \
                 obstacle(algo, spec) is None:
             # Winograd has no weight-gradient form here; the weight gradient of a Winograd
             # layer is computed by the heuristic's choice among the other algorithms.

@@ -12,13 +12,16 @@ import numpy as np
 
 from .. import functional as F
 from .._args import pair
+from .._dispatch import WINOGRAD_TILES
 from . import init
 from .module import Module, Parameter, array_lib, is_grad_enabled
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "Linear", "Flatten", "Dropout", "Identity", "Sequential", "Chain"]
 
-_CONV_ALGOS = ("auto", "direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm")
+# The layers take every algorithm of the dispatcher's table but depthwise, which
+# (groups == C only) is reached through algo="auto".
+_CONV_ALGOS = ("auto", "direct", "im2col", *WINOGRAD_TILES, "implicit_gemm")
 
 
 def _float_dtype(dtype, who):

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ..._dispatch import WINOGRAD_TILES, is_winograd, winograd_tile
 from . import conv_depthwise, conv_direct, conv_im2col, conv_winograd
 from .misc import (  # noqa: F401
     cross_entropy,
@@ -37,14 +38,12 @@ from .pool import (  # noqa: F401
 )
 
 ALGOS = {
-    "conv2d_forward": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
-    "conv2d_backward_data": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
+    "conv2d_forward": ("direct", "im2col", *WINOGRAD_TILES, "depthwise"),
+    "conv2d_backward_data": ("direct", "im2col", *WINOGRAD_TILES, "depthwise"),
     "conv2d_backward_weight": ("direct", "im2col", "depthwise"),
 }
 DTYPES = ("float32", "float64")
 ARRAY_LIBS = ("numpy",)
-
-_WINOGRAD_M = {"winograd_f23": 2, "winograd_f43": 4}
 
 
 def availability():
@@ -59,8 +58,8 @@ def conv2d_forward(x, w, b, spec, algo):
         return conv_direct.forward(x, w, b, spec)
     if algo == "im2col":
         return conv_im2col.forward(x, w, b, spec)
-    if algo in _WINOGRAD_M:
-        return conv_winograd.forward(x, w, b, spec, _WINOGRAD_M[algo])
+    if is_winograd(algo):
+        return conv_winograd.forward(x, w, b, spec, winograd_tile(algo))
     if algo == "depthwise":
         return conv_depthwise.forward(x, w, b, spec)
     raise ValueError(f"numba backend: unknown conv2d_forward algo {algo!r}")
@@ -72,8 +71,8 @@ def conv2d_backward_data(gy, w, spec, algo):
         return conv_direct.backward_data(gy, w, spec)
     if algo == "im2col":
         return conv_im2col.backward_data(gy, w, spec)
-    if algo in _WINOGRAD_M:
-        return conv_winograd.backward_data(gy, w, spec, _WINOGRAD_M[algo])
+    if is_winograd(algo):
+        return conv_winograd.backward_data(gy, w, spec, winograd_tile(algo))
     if algo == "depthwise":
         return conv_depthwise.backward_data(gy, w, spec)
     raise ValueError(f"numba backend: unknown conv2d_backward_data algo {algo!r}")
@@ -172,7 +171,7 @@ def compile_times(measure: bool = True) -> dict[str, float]:
                     conv2d_backward_data(*dw_args["bwd"], a)
                     return
                 conv2d_backward_data(gy, w, spec, a)
-                if not a.startswith("winograd"):
+                if not is_winograd(a):
                     conv2d_backward_data(gy2, w, spec2, a)
             jobs[f"conv2d_backward_data[{algo}]"] = bwd
         for algo in ALGOS["conv2d_backward_weight"]:
