@@ -244,7 +244,9 @@ _env_error: list = [None]
 
 
 def _check_thread_count(n, what: str) -> int:
-    if isinstance(n, bool) or not hasattr(n, "__index__"):
+    from ._args import is_int
+
+    if not is_int(n):
         raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n!r}")
     n = int(n)
     if n < 0:

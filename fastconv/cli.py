@@ -6,24 +6,14 @@ import platform
 import sys
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cmd_info(args) -> int:
     import fastconv
     from fastconv import _native
+    from fastconv.autotune import cpu_model
 
     print(f"fastconv {fastconv.__version__} (Python {platform.python_version()}, "
           f"{platform.machine()})")
-    print(f"CPU: {_cpu_model()}")
+    print(f"CPU: {cpu_model()}")
     print(f"CPU features: {_native.cpu_features() or '(none tested)'}")
     print(f"ISA paths compiled: {_native.compiled_isas()}; in use: {_native.active_isa()}")
     print(f"threads: {fastconv.get_num_threads()}")

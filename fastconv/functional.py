@@ -21,12 +21,7 @@ __all__ = [
 ]
 
 
-def _xp(lib: str):
-    if lib == "cupy":
-        import cupy
-
-        return cupy
-    return np
+_xp = A.xp
 
 
 def _contig(a, lib):

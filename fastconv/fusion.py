@@ -17,11 +17,7 @@ __all__ = ["fold_batch_norm", "conv2d_bias_relu"]
 
 
 def _xp_of(a):
-    if A.array_module_name(a) == "cupy":
-        import cupy
-
-        return cupy
-    return np
+    return A.xp(A.array_module_name(a))
 
 
 def fold_batch_norm(conv_w, conv_b, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
-from .._args import pair
+from .._args import pair, positive_int
 from .._dispatch import WINOGRAD_TILES
 from . import init
 from .module import Module, Parameter, array_lib, is_grad_enabled
@@ -32,11 +32,7 @@ def _float_dtype(dtype, who):
 
 
 def _pos_int(v, name, who):
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise TypeError(f"{who}: {name} must be an int, got {v!r}")
-    if int(v) < 1:
-        raise ValueError(f"{who}: {name} must be positive, got {v!r}")
-    return int(v)
+    return positive_int(v, name, who)
 
 
 def _place(module, device):
