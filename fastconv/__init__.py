@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import _settings
 from ._dispatch import backends, get_num_threads, get_precision, set_num_threads, set_precision
 from .functional import (
     adaptive_avg_pool2d,
@@ -38,7 +39,7 @@ from .functional import (
 )
 from .shapes import conv_flops, conv_params, out_size, receptive_field, same_padding
 
-__version__ = "0.1.0"
+__version__ = _settings.VERSION
 
 # Submodules and helpers that pull in more than NumPy load on first use.
 _LAZY = {

@@ -12,8 +12,10 @@ import importlib
 import os
 import threading
 
+from . import _settings
+from ._settings import GPU_BACKENDS
+
 BACKENDS = ("native", "numba", "cuda", "numba_cuda", "reference")
-GPU_BACKENDS = ("cuda", "numba_cuda")
 # The algorithm table. Every backend, the layers and the dispatcher read these names from
 # here; a new Winograd tile is one entry in WINOGRAD_TILES plus its kernels.
 # Winograd F(m, 3) algorithms: name -> m, the output tile edge (the input tile is m + 2).
@@ -50,8 +52,7 @@ def _load(name: str):
             ok, reason = False, f"{type(e).__name__}: {e}"
         if ok:
             # set_num_threads may have run before this backend was first needed.
-            if _threads[0] > 0 and hasattr(mod, "set_num_threads"):
-                mod.set_num_threads(_threads[0])
+            _settings.apply_threads(mod)
             _loaded[name] = mod
             return mod
         _failed[name] = reason or "unavailable"
@@ -234,75 +235,20 @@ _init_precision_from_env()
 
 
 # ----------------------------------------------------------------------------- threads
+# The count itself lives in fastconv._settings (the autotune keys read it too).
 
-_threads = [0]
-# The most threads set_num_threads accepts: far above any real core count, far below the
-# C int the kernels' OpenMP num_threads() clauses take (2**40 used to wrap there).
-MAX_THREADS = 4096
-# A bad FASTCONV_NUM_THREADS, reported at first use rather than as a traceback at import.
-_env_error: list = [None]
-
-
-def _check_thread_count(n, what: str) -> int:
-    from ._args import is_int
-
-    if not is_int(n):
-        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n!r}")
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n}")
-    if n > MAX_THREADS:
-        raise ValueError(f"{what} must be at most {MAX_THREADS}, "
-                         f"got {n}")
-    return n
-
-
-def _raise_env_error() -> None:
-    if _env_error[0] is not None:
-        raise ValueError(_env_error[0])
+MAX_THREADS = _settings.MAX_THREADS
+configured_threads = _settings.configured_threads
+get_num_threads = _settings.num_threads
+_raise_env_error = _settings.raise_env_error
 
 
 def set_num_threads(n: int) -> None:
     """Number of CPU threads the native and numba kernels use (0: all cores, at most
     ``MAX_THREADS``). Replaces a FASTCONV_NUM_THREADS setting, valid or not."""
-    n = _check_thread_count(n, "set_num_threads: n")
-    _env_error[0] = None
-    _threads[0] = n
-    native = _loaded.get("native")
-    if native is not None:
-        native.set_num_threads(n)
-    numba_mod = _loaded.get("numba")
-    if numba_mod is not None and hasattr(numba_mod, "set_num_threads"):
-        numba_mod.set_num_threads(n)
-
-
-def get_num_threads() -> int:
-    """The number of CPU threads kernels use."""
-    _raise_env_error()
-    if _threads[0] > 0:
-        return _threads[0]
-    native = _load("native")
-    return native.get_num_threads() if native is not None else (os.cpu_count() or 1)
-
-
-def configured_threads() -> int:
-    """0 when unset (all cores), else the count from set_num_threads/FASTCONV_NUM_THREADS."""
-    _raise_env_error()
-    return _threads[0]
-
-
-def _init_threads_from_env():
-    env = os.environ.get("FASTCONV_NUM_THREADS")
-    if env is None or not env.strip():
-        return
-    try:
-        value = int(env)
-    except ValueError:
-        value = env
-    try:
-        _threads[0] = _check_thread_count(value, "FASTCONV_NUM_THREADS")
-    except ValueError as e:
-        _env_error[0] = str(e)
-
-
-_init_threads_from_env()
+    n = _settings.check_thread_count(n, "set_num_threads: n")
+    _settings.set_configured_threads(n)
+    for name in ("native", "numba"):
+        mod = _loaded.get(name)
+        if mod is not None:
+            _settings.apply_threads(mod, n)

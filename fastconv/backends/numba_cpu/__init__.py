@@ -13,9 +13,12 @@ so ``import fastconv`` does not import numba.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
+
+from ... import _settings
 
 from ..._dispatch import WINOGRAD_TILES, is_winograd, winograd_tile
 from . import conv_depthwise, conv_direct, conv_im2col, conv_winograd
@@ -107,15 +110,9 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
-def _apply_configured_threads():
-    """fastconv.set_num_threads may have run before this backend was loaded."""
-    from ..._dispatch import configured_threads
-
-    if configured_threads():
-        set_num_threads(configured_threads())
-
-
-_apply_configured_threads()
+# fastconv.set_num_threads may have run before this package was imported (also when it is
+# imported directly rather than through the dispatcher).
+_settings.apply_threads(sys.modules[__name__])
 
 _compile_times: dict[str, float] = {}
 
