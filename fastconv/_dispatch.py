@@ -37,8 +37,10 @@ _failed: dict[str, str] = {}
 _lock = threading.Lock()
 
 
-def _load(name: str):
-    """Imports a backend module once; remembers why it failed."""
+def load_backend(name: str):
+    """The backend module ``name`` (one of BACKENDS), imported once; None when it is
+    unavailable, with the reason kept for :func:`backends`. For the command line, the
+    benchmarks and the tests, which address a backend module by name."""
     _raise_env_error()
     with _lock:
         if name in _loaded:
@@ -59,11 +61,15 @@ def _load(name: str):
         return None
 
 
+# The former private name, kept for callers outside this package.
+_load = load_backend
+
+
 def backends() -> dict[str, dict]:
     """Every backend with ``{"available": bool, "reason": str}`` (reason empty if available)."""
     out = {}
     for name in BACKENDS:
-        mod = _load(name)
+        mod = load_backend(name)
         out[name] = {"available": mod is not None, "reason": "" if mod else _failed[name]}
     return out
 
@@ -78,7 +84,7 @@ def get_backend(backend, lib: str, dtype, op: str):
     """Resolves ``backend`` for arrays of library ``lib`` and ``dtype``; returns
     ``(name, module)``."""
     name = ("cuda" if lib == "cupy" else "native") if backend is None else _check_name(backend)
-    mod = _load(name)
+    mod = load_backend(name)
     if mod is None:
         raise RuntimeError(f"{op}: backend {name!r} is not available: {_failed[name]}")
     libs = getattr(mod, "ARRAY_LIBS", None) or _DEFAULT_LIBS.get(name, ("numpy",))

@@ -377,7 +377,7 @@ def _cmd_tune(args) -> int:
                 data = runner.make_data(layer, args.dtype)
                 spec = layer.spec()
                 for b in names:
-                    mod = _dispatch._load(b)
+                    mod = _dispatch.load_backend(b)
                     for pass_, op in I.PASS_OPS.items():
                         cands = _dispatch.serving_algos(b, mod, op, spec)
                         if not cands:

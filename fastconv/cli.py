@@ -48,7 +48,7 @@ def _print_compile_times() -> None:
     on-disk cache when an earlier process compiled it)."""
     from fastconv import _dispatch
 
-    mod = _dispatch._load("numba")
+    mod = _dispatch.load_backend("numba")
     if mod is None:
         reason = _dispatch.backends()["numba"]["reason"]
         print(f"numba compile times: backend unavailable ({reason})")
