@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         np.savez(batch, x=rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32),
                  y=rng.integers(0, 10, args.batch).astype(np.int64))
         res = {}
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # see fastconv.train_cli
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # see fastconv.train
         for who in ("fastconv", "torch"):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", who, "--files",
                    weights, batch, "--steps", str(args.steps), "--warmup", str(args.warmup),

@@ -53,6 +53,7 @@ _LAZY = {
     "data": ("fastconv.data", None),
     "distributed": ("fastconv.distributed", None),
     "finetune": ("fastconv.finetune", None),
+    "train": ("fastconv.train", None),
     "viz": ("fastconv.viz", None),
     "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
@@ -81,6 +82,6 @@ __all__ = [
     "receptive_field", "conv_params", "conv_flops", "conv1d", "conv1d_backward",
     "conv_transpose2d", "conv_transpose2d_backward", "group_norm", "group_norm_backward",
     "layer_norm", "layer_norm_backward", "autotune", "summary", "fold_batch_norm", "nn",
-    "models", "optim", "signal", "ndimage", "io", "data", "distributed", "finetune",
+    "models", "optim", "signal", "ndimage", "io", "data", "distributed", "finetune", "train",
     "viz",
 ]

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_optional():
     """Subcommands living in their own modules (bench, train, summary)."""
     out = []
-    for modname in ("fastconv.bench_cli", "fastconv.train_cli", "fastconv.summary_cli"):
+    for modname in ("fastconv.cli.bench", "fastconv.cli.train", "fastconv.cli.summary"):
         try:
             mod = __import__(modname, fromlist=["register"])
         except ModuleNotFoundError as e:
