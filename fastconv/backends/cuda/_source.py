@@ -54,10 +54,10 @@ KERNELS: dict[str, tuple[str, ...]] = {
                               for m in WINOGRAD_TILES.values()),
     "pool.cu": ("fc::max_pool_fwd", "fc::max_pool_bwd", "fc::avg_pool_fwd", "fc::avg_pool_bwd",
                 "fc::adaptive_avg_fwd", "fc::adaptive_avg_bwd"),
-    "batchnorm.cu": ("fc::bn_stats_partial", "fc::bn_stats_finalize", "fc::bn_apply",
+    "norm.cu": ("fc::bn_stats_partial", "fc::bn_stats_finalize", "fc::bn_apply",
                      "fc::bn_eval_coef", "fc::bn_bwd_partial", "fc::bn_bwd_finalize",
                      "fc::bn_bwd_apply"),
-    "elementwise.cu": ("fc::relu_fwd", "fc::relu_bwd"),
+    "misc.cu": ("fc::relu_fwd", "fc::relu_bwd"),
 }
 
 
