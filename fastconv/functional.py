@@ -16,7 +16,8 @@ from ._dispatch import choose_conv_algo, get_backend, op_impl
 __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "linear", "linear_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_", "relu_backward", "linear",
+    "linear_backward",
     "cross_entropy", "cross_entropy_backward",
 ]
 
@@ -338,6 +339,24 @@ def relu(x, *, backend=None):
     """max(x, 0), elementwise (any shape)."""
     lib, dtype, name, mod = _resolve("relu", backend, {"input": x})
     return op_impl(name, mod, "relu")(_contig(x, lib))
+
+
+def relu_(x, *, backend=None):
+    """In place: ``x = max(x, 0)`` elementwise (any shape, NaN propagates); returns ``x``.
+
+    ``x`` must be C-contiguous. A backend with an in-place kernel (its ``relu_``, e.g.
+    ``native``) runs it; elsewhere ``maximum(x, 0, out=x)`` does, so no second array is
+    allocated either way.
+    """
+    op = "relu_"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x})
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{op}: input must be C-contiguous (it is written in place)")
+    fn = getattr(mod, "relu_", None)
+    if fn is not None and (lib != "numpy" or type(x) is np.ndarray):
+        return fn(x)
+    # maximum(NaN, 0) is NaN, matching relu; -0.0 stays as produced.
+    return _xp(lib).maximum(x, 0, out=x)
 
 
 def relu_backward(grad_out, y, *, backend=None):
