@@ -54,7 +54,10 @@ def _worker_fastconv(args, weights, batch):
     def step():
         opt.zero_grad()
         loss = crit(model(x), y)
-        model.backward(crit.backward())
+        # The training-step form (as fastconv.train.fit): nobody reads the input gradient,
+        # so the stem convolution computes only its parameter gradients, as torch does for
+        # an input that does not require grad.
+        model.backward(crit.backward(), need_input_grad=False)
         opt.step()
         return loss
 
