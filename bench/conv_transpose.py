@@ -58,7 +58,7 @@ def _rounds(fns: dict, rounds: int, calls: int) -> dict:
 
 def _picked(name, N, Cin, Cout, H, k, s, p):
     spec, _ = _transpose_spec("bench", (N, Cin, H, H), (Cin, Cout, k, k), s, p, 0, 1, 1)
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     return _transposed_algo("native", mod, "conv2d_backward_data", spec, np.dtype(np.float32),
                             "auto", None, (H, H))
 

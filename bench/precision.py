@@ -34,7 +34,7 @@ use_source_tree()
 
 import fastconv as fc  # noqa: E402
 from fastconv import data as fdata, models, nn, optim  # noqa: E402
-from fastconv.train_cli import evaluate  # noqa: E402
+from fastconv.train import evaluate  # noqa: E402
 
 SETTINGS = ("high", "highest")
 

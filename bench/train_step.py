@@ -54,7 +54,10 @@ def _worker_fastconv(args, weights, batch):
     def step():
         opt.zero_grad()
         loss = crit(model(x), y)
-        model.backward(crit.backward())
+        # The training-step form (as fastconv.train.fit): nobody reads the input gradient,
+        # so the stem convolution computes only its parameter gradients, as torch does for
+        # an input that does not require grad.
+        model.backward(crit.backward(), need_input_grad=False)
         opt.step()
         return loss
 
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
         np.savez(batch, x=rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32),
                  y=rng.integers(0, 10, args.batch).astype(np.int64))
         res = {}
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # see fastconv.train_cli
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # see fastconv.train
         for who in ("fastconv", "torch"):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", who, "--files",
                    weights, batch, "--steps", str(args.steps), "--warmup", str(args.warmup),

@@ -36,7 +36,7 @@ import numpy as np
 
 from fastconv import data as D
 from fastconv import finetune, io, models, nn, optim
-from fastconv.train_cli import fit
+from fastconv.train import fit
 
 
 def split(ds, classes, limit=None):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import _settings
 from ._dispatch import backends, get_num_threads, get_precision, set_num_threads, set_precision
 from .functional import (
     adaptive_avg_pool2d,
@@ -38,7 +39,7 @@ from .functional import (
 )
 from .shapes import conv_flops, conv_params, out_size, receptive_field, same_padding
 
-__version__ = "0.1.0"
+__version__ = _settings.VERSION
 
 # Submodules and helpers that pull in more than NumPy load on first use.
 _LAZY = {
@@ -52,6 +53,7 @@ _LAZY = {
     "data": ("fastconv.data", None),
     "distributed": ("fastconv.distributed", None),
     "finetune": ("fastconv.finetune", None),
+    "train": ("fastconv.train", None),
     "viz": ("fastconv.viz", None),
     "autotune": ("fastconv.autotune", None),  # a callable module: autotune(True) and autotune.cache_path()
     "summary": ("fastconv.nn.summary", "summary"),
@@ -80,6 +82,6 @@ __all__ = [
     "receptive_field", "conv_params", "conv_flops", "conv1d", "conv1d_backward",
     "conv_transpose2d", "conv_transpose2d_backward", "group_norm", "group_norm_backward",
     "layer_norm", "layer_norm_backward", "autotune", "summary", "fold_batch_norm", "nn",
-    "models", "optim", "signal", "ndimage", "io", "data", "distributed", "finetune",
+    "models", "optim", "signal", "ndimage", "io", "data", "distributed", "finetune", "train",
     "viz",
 ]

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shapes import pool_out_len
+from .shapes import _is_int, pool_out_len
 
 # --------------------------------------------------------------------------- scalars
 
-
-def _is_int(v) -> bool:
-    return not isinstance(v, bool) and hasattr(v, "__index__")
+is_int = _is_int
 
 
 def pair(value, name: str, *, minimum: int | None = None, op: str = "") -> tuple[int, int]:
@@ -36,6 +34,7 @@ def pair(value, name: str, *, minimum: int | None = None, op: str = "") -> tuple
 
 
 def positive_int(value, name: str, op: str = "") -> int:
+    """A positive int (TypeError for a non-int, ValueError for < 1), prefixed by ``op``."""
     where = f"{op}: " if op else ""
     if not _is_int(value):
         raise TypeError(f"{where}{name} must be an int, got {value!r}")
@@ -49,12 +48,27 @@ def positive_int(value, name: str, op: str = "") -> int:
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_cupy_array(a) -> bool:
+    """Whether ``a`` is a CuPy array, told by its type's module (CuPy is not imported)."""
+    return type(a).__module__.split(".", 1)[0] == "cupy"
+
+
+def xp(lib: str):
+    """The array module for a library name of :func:`array_module_name` (``"cupy"``
+    imports CuPy; any other name is NumPy's)."""
+    if lib == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
 def array_module_name(a) -> str:
     """'numpy' or 'cupy' for a supported array; TypeError for anything else."""
     mod = type(a).__module__.split(".")[0]
     if isinstance(a, np.ndarray):
         return "numpy"
-    if mod == "cupy":
+    if is_cupy_array(a):
         return "cupy"
     if mod == "numba" and hasattr(a, "__cuda_array_interface__"):
         return "numba"

@@ -12,9 +12,16 @@ import importlib
 import os
 import threading
 
+from . import _settings
+from ._settings import GPU_BACKENDS
+
 BACKENDS = ("native", "numba", "cuda", "numba_cuda", "reference")
-GPU_BACKENDS = ("cuda", "numba_cuda")
-CONV_ALGOS = ("direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm", "depthwise")
+# The algorithm table. Every backend, the layers and the dispatcher read these names from
+# here; a new Winograd tile is one entry in WINOGRAD_TILES plus its kernels.
+# Winograd F(m, 3) algorithms: name -> m, the output tile edge (the input tile is m + 2).
+# All of them share one obstacle (ConvSpec.winograd_obstacle) and have no weight-gradient form.
+WINOGRAD_TILES = {"winograd_f23": 2, "winograd_f43": 4}
+CONV_ALGOS = ("direct", "im2col", *WINOGRAD_TILES, "implicit_gemm", "depthwise")
 CONV_OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
 _MODULES = {
@@ -30,8 +37,10 @@ _failed: dict[str, str] = {}
 _lock = threading.Lock()
 
 
-def _load(name: str):
-    """Imports a backend module once; remembers why it failed."""
+def load_backend(name: str):
+    """The backend module ``name`` (one of BACKENDS), imported once; None when it is
+    unavailable, with the reason kept for :func:`backends`. For the command line, the
+    benchmarks and the tests, which address a backend module by name."""
     _raise_env_error()
     with _lock:
         if name in _loaded:
@@ -45,19 +54,22 @@ def _load(name: str):
             ok, reason = False, f"{type(e).__name__}: {e}"
         if ok:
             # set_num_threads may have run before this backend was first needed.
-            if _threads[0] > 0 and hasattr(mod, "set_num_threads"):
-                mod.set_num_threads(_threads[0])
+            _settings.apply_threads(mod)
             _loaded[name] = mod
             return mod
         _failed[name] = reason or "unavailable"
         return None
 
 
+# The former private name, kept for callers outside this package.
+_load = load_backend
+
+
 def backends() -> dict[str, dict]:
     """Every backend with ``{"available": bool, "reason": str}`` (reason empty if available)."""
     out = {}
     for name in BACKENDS:
-        mod = _load(name)
+        mod = load_backend(name)
         out[name] = {"available": mod is not None, "reason": "" if mod else _failed[name]}
     return out
 
@@ -72,7 +84,7 @@ def get_backend(backend, lib: str, dtype, op: str):
     """Resolves ``backend`` for arrays of library ``lib`` and ``dtype``; returns
     ``(name, module)``."""
     name = ("cuda" if lib == "cupy" else "native") if backend is None else _check_name(backend)
-    mod = _load(name)
+    mod = load_backend(name)
     if mod is None:
         raise RuntimeError(f"{op}: backend {name!r} is not available: {_failed[name]}")
     libs = getattr(mod, "ARRAY_LIBS", None) or _DEFAULT_LIBS.get(name, ("numpy",))
@@ -105,9 +117,19 @@ def serving_algos(name: str, mod, op: str, spec) -> list[str]:
     return [a for a in implemented_algos(mod, op) if backend_obstacle(mod, a, op, spec) is None]
 
 
+def is_winograd(algo: str) -> bool:
+    """Whether ``algo`` is one of the Winograd F(m, 3) algorithms of WINOGRAD_TILES."""
+    return algo in WINOGRAD_TILES
+
+
+def winograd_tile(algo: str) -> int:
+    """The output tile edge m of the Winograd algorithm ``algo`` (F(m, 3))."""
+    return WINOGRAD_TILES[algo]
+
+
 def obstacle(algo: str, spec) -> str | None:
     """Why ``algo`` cannot serve ``spec`` in principle (None: it can)."""
-    if algo.startswith("winograd"):
+    if is_winograd(algo):
         return spec.winograd_obstacle()
     if algo == "depthwise":
         return depthwise_obstacle(spec)
@@ -146,7 +168,7 @@ def choose_conv_algo(name: str, mod, op: str, spec, dtype, algo, runner=None,
             if why is not None:
                 raise ValueError(f"algo={algo!r} cannot serve this convolution: {why}")
             return algo
-        if op == "conv2d_backward_weight" and algo.startswith("winograd") and \
+        if op == "conv2d_backward_weight" and is_winograd(algo) and \
                 obstacle(algo, spec) is None:
             # Winograd has no weight-gradient form here; the weight gradient of a Winograd
             # layer is computed by the heuristic's choice among the other algorithms.
@@ -223,73 +245,20 @@ _init_precision_from_env()
 
 
 # ----------------------------------------------------------------------------- threads
+# The count itself lives in fastconv._settings (the autotune keys read it too).
 
-_threads = [0]
-# The most threads set_num_threads accepts: far above any real core count, far below the
-# C int the kernels' OpenMP num_threads() clauses take (2**40 used to wrap there).
-MAX_THREADS = 4096
-# A bad FASTCONV_NUM_THREADS, reported at first use rather than as a traceback at import.
-_env_error: list = [None]
-
-
-def _check_thread_count(n, what: str) -> int:
-    if isinstance(n, bool) or not hasattr(n, "__index__"):
-        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n!r}")
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"{what} must be a non-negative int (0: all cores), got {n}")
-    if n > MAX_THREADS:
-        raise ValueError(f"{what} must be at most {MAX_THREADS}, "
-                         f"got {n}")
-    return n
-
-
-def _raise_env_error() -> None:
-    if _env_error[0] is not None:
-        raise ValueError(_env_error[0])
+MAX_THREADS = _settings.MAX_THREADS
+configured_threads = _settings.configured_threads
+get_num_threads = _settings.num_threads
+_raise_env_error = _settings.raise_env_error
 
 
 def set_num_threads(n: int) -> None:
     """Number of CPU threads the native and numba kernels use (0: all cores, at most
     ``MAX_THREADS``). Replaces a FASTCONV_NUM_THREADS setting, valid or not."""
-    n = _check_thread_count(n, "set_num_threads: n")
-    _env_error[0] = None
-    _threads[0] = n
-    native = _loaded.get("native")
-    if native is not None:
-        native.set_num_threads(n)
-    numba_mod = _loaded.get("numba")
-    if numba_mod is not None and hasattr(numba_mod, "set_num_threads"):
-        numba_mod.set_num_threads(n)
-
-
-def get_num_threads() -> int:
-    """The number of CPU threads kernels use."""
-    _raise_env_error()
-    if _threads[0] > 0:
-        return _threads[0]
-    native = _load("native")
-    return native.get_num_threads() if native is not None else (os.cpu_count() or 1)
-
-
-def configured_threads() -> int:
-    """0 when unset (all cores), else the count from set_num_threads/FASTCONV_NUM_THREADS."""
-    _raise_env_error()
-    return _threads[0]
-
-
-def _init_threads_from_env():
-    env = os.environ.get("FASTCONV_NUM_THREADS")
-    if env is None or not env.strip():
-        return
-    try:
-        value = int(env)
-    except ValueError:
-        value = env
-    try:
-        _threads[0] = _check_thread_count(value, "FASTCONV_NUM_THREADS")
-    except ValueError as e:
-        _env_error[0] = str(e)
-
-
-_init_threads_from_env()
+    n = _settings.check_thread_count(n, "set_num_threads: n")
+    _settings.set_configured_threads(n)
+    for name in ("native", "numba"):
+        mod = _loaded.get(name)
+        if mod is not None:
+            _settings.apply_threads(mod, n)

@@ -33,6 +33,8 @@ import types
 import warnings
 from pathlib import Path
 
+from ._settings import GPU_BACKENDS, VERSION, num_threads
+
 __all__ = [
     "autotune", "enabled", "tuned_choice", "CacheWarning", "cache_dir", "cache_path",
     "cache_entries", "cache_info", "clear_cache", "make_key", "device_name",
@@ -90,12 +92,7 @@ def cache_path() -> Path:
 
 
 def _version() -> str:
-    try:
-        from . import __version__
-
-        return __version__
-    except ImportError:  # partially initialised package during import
-        return "unknown"
+    return VERSION
 
 
 _device_names: dict[str, str] = {}
@@ -134,8 +131,6 @@ def _gpu_name() -> str:
 def device_name(backend: str) -> str:
     """What the timings of ``backend`` depend on: the GPU name for GPU backends, else the
     CPU model (with the core count: a VM's model string does not say how many it got)."""
-    from ._dispatch import GPU_BACKENDS
-
     if backend in GPU_BACKENDS:
         return _gpu_name()
     if "cpu" not in _device_names:
@@ -152,9 +147,7 @@ def _spec_str(spec) -> str:
 
 
 def _threads_for(backend: str) -> int:
-    from ._dispatch import GPU_BACKENDS, get_num_threads
-
-    return 0 if backend in GPU_BACKENDS else int(get_num_threads())
+    return 0 if backend in GPU_BACKENDS else int(num_threads())
 
 
 def make_key(backend: str, op: str, spec, dtype, options=None, threads: int | None = None) -> str:
@@ -407,8 +400,6 @@ REPEATS = 3
 
 
 def _sync(backend: str) -> None:
-    from ._dispatch import GPU_BACKENDS
-
     if backend in GPU_BACKENDS:
         try:
             import cupy

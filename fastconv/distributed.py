@@ -45,6 +45,8 @@ import traceback
 
 import numpy as np
 
+from ._args import is_cupy_array as _is_cupy
+from ._args import is_int as _is_int
 from .nn.module import Module
 
 __all__ = ["init", "rank", "world_size", "local_rank", "all_reduce", "broadcast",
@@ -192,10 +194,6 @@ def abort_on_error(prefix: str = "", code: int = 1, show_traceback: bool = False
 # ----------------------------------------------------------------------------- arrays
 
 
-def _is_cupy(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
 def _check_array(a, fn: str):
     if not (isinstance(a, np.ndarray) or _is_cupy(a)):
         raise TypeError(f"{fn}: a must be a numpy or cupy array, got {type(a).__name__}")
@@ -233,7 +231,7 @@ def all_reduce(a, op: str = "sum"):
 
 def broadcast(a, root: int = 0):
     """Overwrites ``a`` on every rank, in place, with rank ``root``'s ``a``; returns ``a``."""
-    if isinstance(root, bool) or not hasattr(root, "__index__"):
+    if not _is_int(root):
         raise TypeError(f"broadcast: root must be an int, got {root!r}")
     _check_array(a, "broadcast")
     comm = _comm()
@@ -320,14 +318,14 @@ class DistributedSampler:
     def __init__(self, n: int, num_replicas: int | None = None, rank: int | None = None,
                  shuffle: bool = True, seed: int = 0, drop_last: bool = False):
         for name, v in (("n", n), ("seed", seed)):
-            if isinstance(v, bool) or not hasattr(v, "__index__"):
+            if not _is_int(v):
                 raise TypeError(f"DistributedSampler: {name} must be an int, got {v!r}")
         if num_replicas is None:
             num_replicas = world_size()
         if rank is None:
             rank = globals()["rank"]()
         for name, v in (("num_replicas", num_replicas), ("rank", rank)):
-            if isinstance(v, bool) or not hasattr(v, "__index__"):
+            if not _is_int(v):
                 raise TypeError(f"DistributedSampler: {name} must be an int, got {v!r}")
         if int(n) < 1:
             raise ValueError(f"DistributedSampler: n must be positive, got {n}")

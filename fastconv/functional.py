@@ -7,26 +7,23 @@ is one unbatched sample. Every op takes ``backend=`` (None: chosen from the arra
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from . import _args as A
-from ._dispatch import choose_conv_algo, get_backend, op_impl
+from ._dispatch import choose_conv_algo, get_backend, get_precision, op_impl
 
 __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "linear", "linear_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_", "relu_backward", "linear",
+    "linear_backward",
     "cross_entropy", "cross_entropy_backward",
 ]
 
 
-def _xp(lib: str):
-    if lib == "cupy":
-        import cupy
-
-        return cupy
-    return np
+_xp = A.xp
 
 
 def _contig(a, lib):
@@ -62,7 +59,7 @@ def _resolve(op, backend, arrays, *, float_only=True, optional=("bias",)):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo="auto",
-           backend=None):
+           backend=None, plan=None):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
     ``x`` is (N,C,H,W) or (C,H,W); ``weight`` is (K, C/groups, R, S); ``bias`` is (K,) or
@@ -70,29 +67,97 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     ``"direct"``, ``"im2col"``, ``"winograd_f23"``, ``"winograd_f43"`` or (GPU)
     ``"implicit_gemm"``; an algorithm named explicitly that cannot serve the shape raises
     ``ValueError``. Returns (N,K,P,Q) (or (K,P,Q) for an unbatched input).
+
+    ``plan``: a :class:`ConvPlan` from :func:`conv_plan` for exactly these arguments' shapes,
+    dtypes, library and options (not checked again; ``nn.Conv2d`` keeps one per input
+    shape), so the call skips validation and reuses the plan's algorithm choices.
     """
-    op = "conv2d"
+    if plan is None:
+        plan = conv_plan(x, weight, bias, stride, padding, dilation, groups, backend=backend)
+    return _conv2d_planned(plan, x, weight, bias, algo)
+
+
+class ConvPlan:
+    """What :func:`conv2d` and :func:`conv2d_backward` derive from the arguments' shapes,
+    dtypes and library alone: the validated spec, the backend, and (filled in on first use)
+    the algorithm of each op. A layer keeps one per input shape (``nn.Conv2d``), so a
+    training step validates, resolves the backend and picks each algorithm once per shape.
+    It holds no arrays. Copies share it (a backend module cannot be deep-copied, and
+    everything in a plan follows from the shapes)."""
+
+    __slots__ = ("spec", "lib", "dtype", "name", "mod", "unbatched", "algos")
+
+    def __init__(self, spec, lib, dtype, name, mod, unbatched):
+        self.spec, self.lib, self.dtype, self.name, self.mod = spec, lib, dtype, name, mod
+        self.unbatched = unbatched
+        self.algos = {}
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def fits_grad(self, grad_out) -> bool:
+        """Whether ``grad_out`` matches the forward this plan was made for (same library,
+        dtype and output shape), so its backward needs no further checks."""
+        shape = self.spec.y_shape[1:] if self.unbatched else self.spec.y_shape
+        lib_ok = (type(grad_out) is np.ndarray if self.lib == "numpy"
+                  else self.lib == "cupy" and A.is_cupy_array(grad_out))
+        return lib_ok and grad_out.dtype == self.dtype and tuple(grad_out.shape) == shape
+
+    def algo(self, op, mod, algo, runner):
+        """The algorithm for ``op`` under the current precision and autotune settings,
+        chosen once (``runner`` runs the op on this call's arrays, for autotuning)."""
+        key = (op, algo, get_precision(), _autotune_on())
+        chosen = self.algos.get(key)
+        if chosen is None:
+            chosen = choose_conv_algo(self.name, mod, op, self.spec, self.dtype, algo,
+                                      runner=runner)
+            self.algos[key] = chosen
+        return chosen
+
+
+def _autotune_on() -> bool:
+    mod = sys.modules.get("fastconv.autotune")
+    return mod is not None and mod.enabled()
+
+
+def conv_plan(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+              backend=None, op="conv2d") -> ConvPlan:
+    """Validates :func:`conv2d`'s arguments (its errors, prefixed ``op``) -> a
+    :class:`ConvPlan` for them, to pass as ``plan=`` to conv2d and conv2d_backward."""
     lib, dtype, name, mod = _resolve(op, backend, {"input": x, "weight": weight, "bias": bias})
     x4, unbatched = _batched(op, x)
     spec = A.conv_spec(x4.shape, weight.shape, stride, padding, dilation, groups, op=op)
     if bias is not None and tuple(bias.shape) != (spec.K,):
         raise ValueError(f"{op}: bias must have shape ({spec.K},), got {tuple(bias.shape)}")
+    return ConvPlan(spec, lib, dtype, name, mod, unbatched)
+
+
+def _conv2d_planned(plan: ConvPlan, x, weight, bias, algo="auto"):
+    mod, spec, lib = plan.mod, plan.spec, plan.lib
+    x4 = x[None] if plan.unbatched else x
     x4, w, b = _contig(x4, lib), _contig(weight, lib), _contig(bias, lib)
-    fn = op_impl(name, mod, "conv2d_forward")
-    chosen = choose_conv_algo(name, mod, "conv2d_forward", spec, dtype, algo,
-                              runner=lambda a: fn(x4, w, b, spec, a))
+    fn = op_impl(plan.name, mod, "conv2d_forward")
+    chosen = plan.algo("conv2d_forward", mod, algo, lambda a: fn(x4, w, b, spec, a))
     y = fn(x4, w, b, spec, chosen)
-    return y[0] if unbatched else y
+    return y[0] if plan.unbatched else y
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     need_input_grad=True, need_weight_grad=True, need_bias_grad=True,
-                    algo="auto", backend=None):
+                    algo="auto", backend=None, plan=None):
     """Gradients of :func:`conv2d` -> ``(grad_x, grad_w, grad_b)``, None where not needed.
 
     ``grad_out`` has the forward output's shape. With a Winograd ``algo`` the weight
     gradient is computed by the best other algorithm (Winograd has no weight form here).
+    ``plan``: the forward's :class:`ConvPlan` (see :func:`conv2d`); used when ``grad_out``
+    fits it (:meth:`ConvPlan.fits_grad`), else every argument is checked as without it.
     """
+    if plan is not None and plan.fits_grad(grad_out):
+        return _conv2d_backward_planned(plan, grad_out, x, weight, need_input_grad,
+                                        need_weight_grad, need_bias_grad, algo)
     op = "conv2d_backward"
     lib, dtype, name, mod = _resolve(op, backend,
                                      {"grad_out": grad_out, "input": x, "weight": weight})
@@ -103,18 +168,26 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     gy4 = grad_out[None] if unbatched else grad_out
     spec = A.conv_spec(x4.shape, weight.shape, stride, padding, dilation, groups, op=op)
     A.check_grad_shape(op, "grad_out", gy4, spec.y_shape)
+    plan = ConvPlan(spec, lib, dtype, name, mod, unbatched)
+    return _conv2d_backward_planned(plan, grad_out, x, weight, need_input_grad,
+                                    need_weight_grad, need_bias_grad, algo)
+
+
+def _conv2d_backward_planned(plan: ConvPlan, grad_out, x, weight, need_input_grad=True,
+                             need_weight_grad=True, need_bias_grad=True, algo="auto"):
+    mod, spec, lib = plan.mod, plan.spec, plan.lib
+    x4 = x[None] if plan.unbatched else x
+    gy4 = grad_out[None] if plan.unbatched else grad_out
     gy4, x4, w = _contig(gy4, lib), _contig(x4, lib), _contig(weight, lib)
     gx = gw = gb = None
     if need_input_grad:
-        fn = op_impl(name, mod, "conv2d_backward_data")
-        a = choose_conv_algo(name, mod, "conv2d_backward_data", spec, dtype, algo,
-                             runner=lambda a: fn(gy4, w, spec, a))
+        fn = op_impl(plan.name, mod, "conv2d_backward_data")
+        a = plan.algo("conv2d_backward_data", mod, algo, lambda a: fn(gy4, w, spec, a))
         gx = fn(gy4, w, spec, a)
-        gx = gx[0] if unbatched else gx
+        gx = gx[0] if plan.unbatched else gx
     if need_weight_grad:
-        fn = op_impl(name, mod, "conv2d_backward_weight")
-        a = choose_conv_algo(name, mod, "conv2d_backward_weight", spec, dtype, algo,
-                             runner=lambda a: fn(gy4, x4, spec, a))
+        fn = op_impl(plan.name, mod, "conv2d_backward_weight")
+        a = plan.algo("conv2d_backward_weight", mod, algo, lambda a: fn(gy4, x4, spec, a))
         gw = fn(gy4, x4, spec, a)
     if need_bias_grad:
         gb = gy4.sum(axis=(0, 2, 3), dtype=gy4.dtype)
@@ -343,6 +416,24 @@ def relu(x, *, backend=None):
     """max(x, 0), elementwise (any shape)."""
     lib, dtype, name, mod = _resolve("relu", backend, {"input": x})
     return op_impl(name, mod, "relu")(_contig(x, lib))
+
+
+def relu_(x, *, backend=None):
+    """In place: ``x = max(x, 0)`` elementwise (any shape, NaN propagates); returns ``x``.
+
+    ``x`` must be C-contiguous. A backend with an in-place kernel (its ``relu_``, e.g.
+    ``native``) runs it; elsewhere ``maximum(x, 0, out=x)`` does, so no second array is
+    allocated either way.
+    """
+    op = "relu_"
+    lib, dtype, name, mod = _resolve(op, backend, {"input": x})
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{op}: input must be C-contiguous (it is written in place)")
+    fn = getattr(mod, "relu_", None)
+    if fn is not None and (lib != "numpy" or type(x) is np.ndarray):
+        return fn(x)
+    # maximum(NaN, 0) is NaN, matching relu; -0.0 stays as produced.
+    return _xp(lib).maximum(x, 0, out=x)
 
 
 def relu_backward(grad_out, y, *, backend=None):

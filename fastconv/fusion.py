@@ -7,21 +7,14 @@ in place on the convolution's output (no second activation-sized array).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import _args as A
 from . import functional as _F
-from ._dispatch import get_backend
 
 __all__ = ["fold_batch_norm", "conv2d_bias_relu"]
 
 
 def _xp_of(a):
-    if A.array_module_name(a) == "cupy":
-        import cupy
-
-        return cupy
-    return np
+    return A.xp(A.array_module_name(a))
 
 
 def fold_batch_norm(conv_w, conv_b, bn_weight, bn_bias, running_mean, running_var, eps=1e-5):
@@ -83,17 +76,9 @@ def conv2d_bias_relu(x, w, b, stride=1, padding=0, dilation=1, groups=1, *, algo
     """``relu(conv2d(x, w, b, ...))`` with the ReLU as an in-place epilogue.
 
     Arguments as :func:`fastconv.conv2d` (``b`` may be None). The convolution adds the bias;
-    the ReLU then overwrites the convolution's output (on the ``native`` backend by a C++
-    in-place kernel, elsewhere by ``maximum(y, 0, out=y)``), so no second activation-sized
+    the ReLU then overwrites the convolution's output (:func:`fastconv.functional.relu_`:
+    the backend's in-place kernel, a C++ one on ``native``), so no second activation-sized
     array is allocated. NaN propagates as in :func:`fastconv.relu`.
     """
     y = _F.conv2d(x, w, b, stride, padding, dilation, groups, algo=algo, backend=backend)
-    lib = A.array_module_name(y)
-    name, _ = get_backend(backend, lib, y.dtype, "conv2d_bias_relu")
-    if name == "native" and isinstance(y, np.ndarray) and y.flags.c_contiguous:
-        from .backends.native.misc import relu_
-
-        return relu_(y)
-    xp = _xp_of(y)
-    # maximum(NaN, 0) is NaN, matching relu; -0.0 stays as produced.
-    return xp.maximum(y, 0, out=y)
+    return _F.relu_(y, backend=backend)

@@ -32,6 +32,7 @@ import zipfile
 
 import numpy as np
 
+from ._args import is_cupy_array
 from .nn.module import Module, _commit_staged
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "load_weights",
@@ -59,7 +60,7 @@ def _kind(path, reading=False) -> str:
 
 
 def _host(a) -> np.ndarray:
-    if type(a).__module__.split(".")[0] == "cupy":
+    if is_cupy_array(a):
         a = a.get()
     # np.ascontiguousarray would turn a 0-d array (num_batches_tracked) into shape (1,).
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ._args import is_cupy_array
 from .nn.module import Parameter, array_lib
 
 __all__ = ["Optimizer", "SGD", "Adam", "StepLR", "CosineAnnealingLR"]
@@ -28,7 +29,7 @@ def _number(v, name, who, minimum=0.0):
 
 def _array_like(v, like):
     """A copy of ``v`` with the dtype and array library of ``like``."""
-    if type(v).__module__.split(".")[0] == "cupy":
+    if is_cupy_array(v):
         v = v.get()
     arr = np.array(v, dtype=like.dtype)
     xp = array_lib(like)

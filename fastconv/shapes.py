@@ -12,8 +12,14 @@ __all__ = ["out_size", "conv_transpose_out_size", "same_padding", "receptive_fie
            "conv_params", "conv_flops"]
 
 
+def _is_int(v) -> bool:
+    """An integer that is not a bool (anything with ``__index__``: int, NumPy ints).
+    The one integer test of the package (fastconv._args re-exports it as ``is_int``)."""
+    return not isinstance(v, bool) and hasattr(v, "__index__")
+
+
 def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value.__index__())
     if value < minimum:

@@ -66,6 +66,7 @@ import math
 import numpy as np
 
 from . import _heuristics
+from ._args import is_cupy_array as _is_cupy
 from ._dispatch import get_backend, get_num_threads, op_impl
 
 __all__ = ["correlate2d", "convolve2d"]
@@ -135,10 +136,6 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, *, method="d
 
 
 # --------------------------------------------------------------------------- CuPy
-
-
-def _is_cupy(a) -> bool:
-    return type(a).__module__.split(".", 1)[0] == "cupy"
 
 
 def _cupy_call(name, in1, in2, mode, boundary, fillvalue):

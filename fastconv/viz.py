@@ -104,7 +104,7 @@ def plot_features(maps, path, *, title="feature maps", max_maps=64, tile=64):
 
 
 def plot_history(history, path, *, title="training"):
-    """Writes loss and accuracy per epoch (train and test) from :func:`fastconv.train_cli.fit`
+    """Writes loss and accuracy per epoch (train and test) from :func:`fastconv.train.fit`
     history records to the PNG ``path`` (``CURVES_SIZE`` pixels)."""
     if not history:
         raise ValueError("plot_history: no epochs to plot")

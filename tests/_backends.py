@@ -14,7 +14,7 @@ OPTIMISED_CPU = [n for n in CPU_BACKENDS if n != "reference"]
 
 
 def module(name):
-    return _dispatch._load(name)
+    return _dispatch.load_backend(name)
 
 
 def dtypes(name):

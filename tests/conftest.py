@@ -47,6 +47,22 @@ def assert_close(actual, expected, dtype=None, terms=1, what=""):
     assert err <= tol, f"{what}: max abs error {err:.3g} > tol {tol:.3g}"
 
 
+def fd_grad(f, a, eps=1e-6):
+    """Central finite differences of the scalar f() w.r.t. every element of a (float64;
+    each element is perturbed in place and restored, so a may be any view), for the
+    gradient checks."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        up = f()
+        a[i] = old - eps
+        down = f()
+        a[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
 # (name, x_shape, w_shape, kwargs): awkward sizes on purpose. Shared by every conv test.
 CONV_CASES = [
     ("basic3x3", (2, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),

@@ -8,7 +8,7 @@ import pytest
 import fastconv as fc
 
 from _backends import CPU_BACKENDS, dtypes
-from conftest import HAVE_TORCH, assert_close, randn
+from conftest import HAVE_TORCH, assert_close, fd_grad, randn
 
 if HAVE_TORCH:
     import torch
@@ -75,15 +75,7 @@ def test_batch_norm_gradients_finite_differences(backend, training):
     gx, gw, gb = fc.batch_norm_backward(G, x, w, mean, invstd, training=training,
                                         backend=backend)
     for got, arr in ((gx, x), (gw, w), (gb, b)):
-        num = np.zeros_like(arr)
-        for i in np.ndindex(arr.shape):
-            old = arr[i]
-            arr[i] = old + 1e-6
-            up = loss()
-            arr[i] = old - 1e-6
-            down = loss()
-            arr[i] = old
-            num[i] = (up - down) / 2e-6
+        num = fd_grad(loss, arr)
         np.testing.assert_allclose(got, num, rtol=1e-5, atol=1e-6)
 
 

@@ -325,7 +325,7 @@ def test_tune_fills_the_cache(monkeypatch, capsys, second_native_algo):
     assert not AT.enabled()
     from fastconv import _dispatch
 
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     expected = 0
     for layer in tiny:
         for op in _dispatch.CONV_OPS:

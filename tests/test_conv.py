@@ -11,7 +11,7 @@ from fastconv._args import conv_spec
 
 from _backends import conv_params
 from conftest import (CONV_CASES, CONV_IDS, DTYPES, WINOGRAD_CASES, assert_close, conv_inputs,
-                      randn, requires_torch, torch_conv)
+                      fd_grad, randn, requires_torch, torch_conv)
 
 ALL_CASES = CONV_CASES + WINOGRAD_CASES
 
@@ -95,21 +95,6 @@ def test_default_dispatch_matches_torch(case):
     assert_close(gb, tgb, np.float32, n, name)
 
 
-def _fd_grad(f, a, eps=1e-6):
-    """Central finite differences of the scalar f() w.r.t. every element of a (in place)."""
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
 FD_CASES = [
     ("fd_stride_dil_groups", (2, 4, 7, 6), (4, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2),
                                                              dilation=(1, 2), groups=2)),
@@ -128,9 +113,9 @@ def test_gradients_finite_differences(case, backend):
         return float((fc.conv2d(x, w, b, **kw, backend=backend) * G).sum())
 
     gx, gw, gb = fc.conv2d_backward(G, x, w, **kw, backend=backend)
-    np.testing.assert_allclose(gx, _fd_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _fd_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _fd_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, fd_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fd_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
 def test_non_contiguous_and_fortran_inputs():

@@ -10,7 +10,7 @@ import fastconv as fc
 import fastconv.nn as nn
 
 from _backends import CPU_BACKENDS, dtypes
-from conftest import assert_close, randn, requires_torch
+from conftest import assert_close, fd_grad, randn, requires_torch
 
 try:
     import torch
@@ -71,20 +71,6 @@ def test_forward_backward_match_torch(backend, dtype, case):
     assert_close(gb, tgb, np.float32, max(1, gy.size), f"{name} grad_b")
 
 
-def _fd_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("kw", [dict(stride=2, padding=1, dilation=2, groups=2),
                                 dict(padding="same")], ids=["strided_groups", "same"])
@@ -100,9 +86,9 @@ def test_gradients_finite_differences(backend, kw):
         return float((fc.conv1d(x, w, b, **kw, backend=backend) * G).sum())
 
     gx, gw, gb = fc.conv1d_backward(G, x, w, **kw, backend=backend)
-    np.testing.assert_allclose(gx, _fd_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _fd_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _fd_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, fd_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fd_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
 ERRORS = [

@@ -268,11 +268,11 @@ def test_numba_padding_and_dilation_past_the_output(pd, algo, dtype):
 
 
 # ----------------------------------------------------------------- CUDA, host-emulated
-# csrc/cuda/conv_depthwise.cu compiled for the CPU against csrc/cuda/host_emu.cuh and driven
+# csrc/cuda/conv_depthwise.cu compiled for the CPU against tests/host_emu.cuh and driven
 # by the cuda backend's own launch code: index arithmetic only, never a GPU run.
 @pytest.fixture(scope="module")
 def cuda_emu(tmp_path_factory):
-    from fastconv.backends.cuda import _hostemu
+    import _hostemu
 
     if _hostemu.compiler() is None:
         pytest.skip("no host C++ compiler for the emulation")
@@ -283,7 +283,7 @@ def cuda_emu(tmp_path_factory):
 @pytest.mark.parametrize("name,xs,ws,kw", DW_CASES, ids=DW_IDS)
 def test_cuda_depthwise_host_emulated(cuda_emu, name, xs, ws, kw):
     from fastconv.backends import reference as REF
-    from fastconv.backends.cuda import _hostemu
+    import _hostemu
 
     be, W = cuda_emu, _hostemu._wrap
     x, w, b = conv_inputs(xs, ws, np.float32)

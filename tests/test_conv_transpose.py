@@ -14,7 +14,7 @@ from fastconv import _dispatch
 from fastconv.functional_family import _transpose_spec
 
 from _backends import CPU_BACKENDS, dtypes, module
-from conftest import assert_close, randn, requires_torch
+from conftest import assert_close, fd_grad, randn, requires_torch
 
 try:
     import torch
@@ -169,20 +169,6 @@ def test_is_the_convolution_data_gradient(backend):
     np.testing.assert_array_equal(tgx, fc.conv2d(gy, w, None, **kw, backend=backend))
 
 
-def _fd_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
 FD_CASES = [
     ("fd_s2_outpad_groups", (2, 4, 3, 3), (4, 1, 3, 2), dict(stride=(2, 1), padding=(1, 0),
                                                             output_padding=(1, 0), groups=2)),
@@ -202,9 +188,9 @@ def test_gradients_finite_differences(case, backend):
         return float((fc.conv_transpose2d(x, w, b, **kw, backend=backend) * G).sum())
 
     gx, gw, gb = fc.conv_transpose2d_backward(G, x, w, **kw, backend=backend)
-    np.testing.assert_allclose(gx, _fd_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _fd_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _fd_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, fd_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fd_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
 def test_need_flags_and_none():

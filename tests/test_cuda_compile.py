@@ -210,8 +210,8 @@ def test_unavailable_backend_reports_reason():
 
 
 # ----------------------------------------------------------------------------- host emulation
-# The kernels themselves, compiled for the CPU against csrc/cuda/host_emu.cuh and driven by the
-# backend's own launch wrappers (fastconv.backends.cuda._hostemu): index arithmetic, tile
+# The kernels themselves, compiled for the CPU against tests/host_emu.cuh and driven by the
+# backend's own launch wrappers (tests/_hostemu.py): index arithmetic, tile
 # edges, predicates, split-K, workspace chunking and barrier structure, checked against the
 # NumPy reference. Not evidence about real-GPU timing or memory-model behaviour.
 
@@ -219,7 +219,7 @@ from conftest import CONV_CASES, CONV_IDS, WINOGRAD_CASES, WINOGRAD_IDS, assert_
 
 from fastconv import _args as A  # noqa: E402
 from fastconv.backends import reference as REF  # noqa: E402
-from fastconv.backends.cuda import _hostemu  # noqa: E402
+import _hostemu  # noqa: E402
 
 needs_cxx = pytest.mark.skipif(_hostemu.compiler() is None, reason="no host C++ compiler")
 f32 = np.float32

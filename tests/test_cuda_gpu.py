@@ -4,7 +4,7 @@
 Marked ``gpu``; skipped with the reason when CuPy or a CUDA device is missing.
 
 ``FASTCONV_CUDA_EMULATE=1`` runs this file without a GPU against the host-emulated kernels
-(fastconv.backends.cuda._hostemu) with NumPy standing in for CuPy: a check of the tests and
+(tests/_hostemu.py) with NumPy standing in for CuPy: a check of the tests and
 of the launch code, not of the GPU.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 
 EMULATED = os.environ.get("FASTCONV_CUDA_EMULATE") == "1"
 if EMULATED:
-    from fastconv.backends.cuda import _hostemu
+    import _hostemu
 
     if _hostemu.compiler() is None:
         pytest.skip("FASTCONV_CUDA_EMULATE=1 but no host C++ compiler", allow_module_level=True)

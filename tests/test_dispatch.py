@@ -35,7 +35,7 @@ def test_cupy_arrays_go_to_cuda():
 
 
 def _choice(op, xs, ws, **kw):
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     return _dispatch.choose_conv_algo("native", mod, op, conv_spec(xs, ws, **kw),
                                       np.dtype(np.float32), "auto")
 
@@ -50,7 +50,7 @@ def test_auto_never_picks_an_algorithm_that_cannot_serve():
 
 
 def test_auto_choice_is_deterministic_and_implemented():
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     for op in _dispatch.CONV_OPS:
         a = _choice(op, (16, 64, 56, 56), (64, 64, 3, 3), padding=1)
         assert a in _dispatch.implemented_algos(mod, op)
@@ -58,7 +58,7 @@ def test_auto_choice_is_deterministic_and_implemented():
 
 
 def test_winograd_weight_gradient_uses_another_algorithm():
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     if "winograd_f43" not in _dispatch.implemented_algos(mod, "conv2d_forward"):
         pytest.skip("native Winograd is not built in this checkout")
     spec = conv_spec((1, 8, 8, 8), (8, 8, 3, 3), padding=1)

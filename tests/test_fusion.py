@@ -153,3 +153,20 @@ def test_conv2d_bias_relu_native_allocates_one_output():
 def test_conv2d_bias_relu_validates_like_conv2d():
     with pytest.raises(ValueError, match="conv2d"):
         conv2d_bias_relu(randn((1, 3, 5, 5), np.float32), randn((2, 4, 3, 3), np.float32), None)
+
+
+@pytest.mark.parametrize("backend", ["native", "numba", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_inplace_op_overwrites_its_input(backend, dtype):
+    """functional.relu_ (the ReLU of conv2d_bias_relu): the backend's in-place kernel
+    (native) or maximum(out=) elsewhere, equal to relu, NaN kept, the same array back."""
+    x = randn((2, 3, 5, 7), dtype)
+    x[0, 0, 0, :3] = [np.nan, -0.0, 0.0]
+    expected = fc.relu(x, backend="reference")
+    y = fc.functional.relu_(x, backend=backend)
+    assert y is x
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fc.functional.relu_(np.ones((4, 4), dtype)[:, ::2], backend=backend)
+    with pytest.raises(TypeError, match="relu_: input"):
+        fc.functional.relu_([1.0, -1.0], backend=backend)

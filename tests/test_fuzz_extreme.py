@@ -42,7 +42,7 @@ _CHILD = textwrap.dedent(r"""
                     ref = None
                 spec = None if ref is None else conv_spec(x.shape, w.shape, **kw)
                 for backend in ("native", "numba"):
-                    mod = _dispatch._load(backend)
+                    mod = _dispatch.load_backend(backend)
                     for algo in _dispatch.implemented_algos(mod, "conv2d_forward"):
                         if spec is not None and _dispatch.backend_obstacle(
                                 mod, algo, "conv2d_forward", spec) is not None:

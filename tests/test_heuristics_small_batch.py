@@ -82,7 +82,7 @@ def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     the chosen path computes the right result."""
     from fastconv import _dispatch
     spec = _spec(n, 32, hw, 32, r, padding=r // 2)
-    mod = _dispatch._load("native")
+    mod = _dispatch.load_backend("native")
     got = _dispatch.choose_conv_algo("native", mod, "conv2d_forward", spec, "float32", "auto")
     assert got == want
     x = np.random.default_rng(0).standard_normal(spec.x_shape).astype(np.float32)

@@ -522,3 +522,51 @@ def test_parameter_repr_and_shape_checks():
         p.accumulate_grad(np.zeros(3, np.float32))
     with pytest.raises(TypeError):
         nn.Parameter([1.0, 2.0])
+
+
+def test_conv2d_layer_decides_once_per_input_shape(monkeypatch):
+    """A Conv2d layer validates and picks each op's algorithm once per input shape (its
+    plan), and the planned calls give exactly what the functional ops give."""
+    calls = []
+    real = Fn.choose_conv_algo
+
+    def counting(name, mod, op, *a, **k):
+        calls.append(op)
+        return real(name, mod, op, *a, **k)
+
+    monkeypatch.setattr(Fn, "choose_conv_algo", counting)
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    x = randn((2, 3, 9, 8), np.float32)
+    g = randn((2, 4, 9, 8), np.float32, 1)
+    for _ in range(3):
+        y = layer(x)
+        gx = layer.backward(g)
+    assert sorted(calls) == ["conv2d_backward_data", "conv2d_backward_weight", "conv2d_forward"]
+    w, b = layer.weight.data, layer.bias.data
+    np.testing.assert_array_equal(y, Fn.conv2d(x, w, b, padding=1))
+    rgx, rgw, rgb = Fn.conv2d_backward(g, x, w, padding=1)
+    np.testing.assert_array_equal(gx, rgx)
+    np.testing.assert_array_equal(layer.weight.grad, 3 * rgw)
+    np.testing.assert_array_equal(layer.bias.grad, 3 * rgb)
+    del calls[:]  # (the functional calls above choose per call)
+    layer(x)
+    assert calls == []
+    layer(x[:1])  # a new shape: a new plan
+    assert calls == ["conv2d_forward"]
+    before = fastconv.get_precision()
+    try:
+        fastconv.set_precision("highest" if before == "high" else "high")
+        layer(x)  # the precision setting is part of the choice
+        assert calls == ["conv2d_forward"] * 2
+    finally:
+        fastconv.set_precision(before)
+
+
+def test_conv2d_layer_backward_checks_a_grad_that_does_not_fit_the_plan():
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    layer(randn((2, 3, 6, 6), np.float32))
+    with pytest.raises(TypeError, match="dtypes must match"):
+        layer.backward(randn((2, 4, 6, 6), np.float64))
+    layer(randn((2, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="grad_out"):
+        layer.backward(randn((2, 4, 5, 6), np.float32))

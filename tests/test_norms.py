@@ -10,7 +10,7 @@ import fastconv as fc
 import fastconv.nn as nn
 
 from _backends import CPU_BACKENDS, dtypes
-from conftest import assert_close, randn, requires_torch
+from conftest import assert_close, fd_grad, randn, requires_torch
 
 try:
     import torch
@@ -103,20 +103,6 @@ def test_layer_norm_matches_torch(backend, dtype, case):
         assert_close(gb, _grad(bt), np.float32, x.size // M, f"{name} grad_b")
 
 
-def _fd_grad(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_group_norm_finite_differences(backend):
     x = randn((2, 4, 3, 2), np.float64, 0)
@@ -128,9 +114,9 @@ def test_group_norm_finite_differences(backend):
 
     _, mean, invstd = fc.group_norm(x, 2, w, b, return_stats=True, backend=backend)
     gx, gw, gb = fc.group_norm_backward(G, x, 2, w, mean, invstd, backend=backend)
-    np.testing.assert_allclose(gx, _fd_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _fd_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _fd_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, fd_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fd_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -144,9 +130,9 @@ def test_layer_norm_finite_differences(backend):
 
     _, mean, invstd = fc.layer_norm(x, (2, 5), w, b, return_stats=True, backend=backend)
     gx, gw, gb = fc.layer_norm_backward(G, x, (2, 5), w, mean, invstd, backend=backend)
-    np.testing.assert_allclose(gx, _fd_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _fd_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _fd_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, fd_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, fd_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, fd_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
 def test_norm_errors():

@@ -9,7 +9,7 @@ import pytest
 import fastconv as fc
 
 from _backends import CPU_BACKENDS, dtypes
-from conftest import HAVE_TORCH, assert_close, randn, requires_torch
+from conftest import HAVE_TORCH, assert_close, fd_grad, randn, requires_torch
 
 if HAVE_TORCH:
     import torch
@@ -130,19 +130,6 @@ def test_adaptive_avg_pool(backend, dtype, case):
         assert_close(gx, xt.grad.numpy(), dtype, 64, name)
 
 
-def _fd(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        up = f()
-        a[i] = old - eps
-        down = f()
-        a[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_pool_gradients_finite_differences(backend):
     # Distinct values so the max is unique and differentiable.
@@ -152,17 +139,17 @@ def test_pool_gradients_finite_differences(backend):
     G = randn(y.shape, np.float64, 2)
     gx = fc.max_pool2d_backward(G, idx, x.shape, backend=backend)
     np.testing.assert_allclose(
-        gx, _fd(lambda: float((fc.max_pool2d(x, **kw, backend=backend) * G).sum()), x),
+        gx, fd_grad(lambda: float((fc.max_pool2d(x, **kw, backend=backend) * G).sum()), x),
         atol=1e-6)
     kwa = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
     G = randn(fc.avg_pool2d(x, **kwa, backend=backend).shape, np.float64, 3)
     np.testing.assert_allclose(
         fc.avg_pool2d_backward(G, x.shape, **kwa, backend=backend),
-        _fd(lambda: float((fc.avg_pool2d(x, **kwa, backend=backend) * G).sum()), x), atol=1e-6)
+        fd_grad(lambda: float((fc.avg_pool2d(x, **kwa, backend=backend) * G).sum()), x), atol=1e-6)
     G = randn((2, 2, 3, 4), np.float64, 4)
     np.testing.assert_allclose(
         fc.adaptive_avg_pool2d_backward(G, x.shape, backend=backend),
-        _fd(lambda: float((fc.adaptive_avg_pool2d(x, (3, 4), backend=backend) * G).sum()), x),
+        fd_grad(lambda: float((fc.adaptive_avg_pool2d(x, (3, 4), backend=backend) * G).sum()), x),
         atol=1e-6)
 
 

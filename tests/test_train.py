@@ -13,7 +13,7 @@ import fastconv.functional as Fn
 from fastconv import data as D
 from fastconv import io, models, nn, optim
 from fastconv.cli import main
-from fastconv.train_cli import fit
+from fastconv.train import fit
 
 
 def test_lenet5_learns_digits_quickly():

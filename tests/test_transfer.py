@@ -10,7 +10,7 @@ import pytest
 from fastconv import data as D
 from fastconv import finetune, io, models, nn, optim, viz
 from fastconv.cli import main
-from fastconv.train_cli import fit
+from fastconv.train import fit
 from conftest import requires_torch, torch
 
 

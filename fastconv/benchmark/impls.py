@@ -56,7 +56,7 @@ def _fastconv_prepare(backend, algo):
 
         from .. import _dispatch
 
-        mod = _dispatch._load(backend)
+        mod = _dispatch.load_backend(backend)
         op = PASS_OPS[pass_]
         if algo not in _dispatch.implemented_algos(mod, op):
             return f"{backend} has no {algo} {pass_}"
@@ -97,7 +97,7 @@ def fastconv_impls(backends=None, algos=None, include_reference=False) -> tuple[
         if not st["available"]:
             skipped[name] = st["reason"]
             continue
-        mod = _dispatch._load(name)
+        mod = _dispatch.load_backend(name)
         found = []
         for op in _dispatch.CONV_OPS:
             for a in _dispatch.implemented_algos(mod, op):

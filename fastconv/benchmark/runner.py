@@ -108,7 +108,7 @@ def _auto_pick(impl, layer, dtype):
     """The algorithm ``algo="auto"`` would pick by heuristic, per pass (fastconv impls)."""
     from .. import _dispatch
 
-    mod = _dispatch._load(impl.backend)
+    mod = _dispatch.load_backend(impl.backend)
     out = {}
     for p in PASSES:
         try:

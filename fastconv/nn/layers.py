@@ -11,14 +11,17 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
-from .._args import pair
+from .._args import pair, positive_int
+from .._dispatch import WINOGRAD_TILES
 from . import init
 from .module import Module, Parameter, array_lib, is_grad_enabled
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "Linear", "Flatten", "Dropout", "Identity", "Sequential", "Chain"]
 
-_CONV_ALGOS = ("auto", "direct", "im2col", "winograd_f23", "winograd_f43", "implicit_gemm")
+# The layers take every algorithm of the dispatcher's table but depthwise, which
+# (groups == C only) is reached through algo="auto".
+_CONV_ALGOS = ("auto", "direct", "im2col", *WINOGRAD_TILES, "implicit_gemm")
 
 
 def _float_dtype(dtype, who):
@@ -29,11 +32,7 @@ def _float_dtype(dtype, who):
 
 
 def _pos_int(v, name, who):
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise TypeError(f"{who}: {name} must be an int, got {v!r}")
-    if int(v) < 1:
-        raise ValueError(f"{who}: {name} must be positive, got {v!r}")
-    return int(v)
+    return positive_int(v, name, who)
 
 
 def _place(module, device):
@@ -95,9 +94,38 @@ class Conv2d(Module):
     def _conv_args(self):
         return self.stride, self.padding, self.dilation, self.groups
 
+    # Plans kept per layer: a training run sees one or two input shapes (the last, smaller
+    # batch), evaluation a few more.
+    _PLANS_KEPT = 8
+
+    def _plan(self, x, w, b):
+        """The :class:`fastconv.functional.ConvPlan` for these arguments: made (validating
+        them as ``conv2d`` does) on the first call with their shapes, then reused, so the
+        spec, the backend and the algorithms are settled once per input shape."""
+        args = self._conv_args()
+        try:
+            key = (type(x), x.shape, x.dtype, type(w), w.shape, w.dtype,
+                   None if b is None else (type(b), b.shape, b.dtype), args)
+        except AttributeError:  # not an array: conv_plan raises conv2d's error
+            return F.conv_plan(x, w, b, *args)
+        plans = self.__dict__.get("_plans")
+        if plans is None:  # also a layer unpickled from before plans existed
+            plans = {}
+            object.__setattr__(self, "_plans", plans)
+        plan = plans.get(key)
+        if plan is None:
+            plan = F.conv_plan(x, w, b, *args)
+            if len(plans) >= self._PLANS_KEPT:
+                plans.pop(next(iter(plans)))
+            plans[key] = plan
+        return plan
+
+    def _params(self):
+        return self.weight.data, None if self.bias is None else self.bias.data
+
     def forward(self, x):
-        y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                     *self._conv_args(), algo=self.algo)
+        w, b = self._params()
+        y = F.conv2d(x, w, b, *self._conv_args(), algo=self.algo, plan=self._plan(x, w, b))
         self._x = x if is_grad_enabled() else None
         return y
 
@@ -114,9 +142,11 @@ class Conv2d(Module):
         if not (need_x or need_w or need_b):
             self._x = None
             return None
-        gx, gw, gb = F.conv2d_backward(grad_out, x, self.weight.data, *self._conv_args(),
+        w, b = self._params()
+        gx, gw, gb = F.conv2d_backward(grad_out, x, w, *self._conv_args(),
                                        need_input_grad=need_x, need_weight_grad=need_w,
-                                       need_bias_grad=need_b, algo=self.algo)
+                                       need_bias_grad=need_b, algo=self.algo,
+                                       plan=self._plan(x, w, b))  # the forward's
         self._x = None
         self.weight.accumulate_grad(gw)
         if need_b:

@@ -15,6 +15,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .._args import is_cupy_array, xp
+
 __all__ = ["Module", "Parameter", "no_grad", "is_grad_enabled", "array_lib", "to_device"]
 
 _state = threading.local()
@@ -40,10 +42,8 @@ def array_lib(a):
     """``numpy`` or ``cupy``: the array library ``a`` belongs to."""
     if isinstance(a, np.ndarray):
         return np
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-
-        return cupy
+    if is_cupy_array(a):
+        return xp("cupy")
     raise TypeError(f"expected a numpy or cupy array, got {type(a).__module__}."
                     f"{type(a).__name__}")
 
@@ -376,7 +376,7 @@ class Module:
             cur = table[name]
             target = cur.data if isinstance(cur, Parameter) else cur
             src = state_dict[key]
-            if type(src).__module__.split(".")[0] == "cupy":
+            if is_cupy_array(src):
                 src = src.get()
             src = np.asarray(src)
             if tuple(src.shape) != tuple(target.shape):

@@ -9,13 +9,12 @@ use CuPy operations (``cupy.matmul``), not our kernels.
 """
 from __future__ import annotations
 
+from ..._dispatch import WINOGRAD_TILES
 from ._source import source_dir
 
 ALGOS = {
-    "conv2d_forward": ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43",
-                       "depthwise"),
-    "conv2d_backward_data": ("direct", "implicit_gemm", "im2col", "winograd_f23",
-                             "winograd_f43", "depthwise"),
+    "conv2d_forward": ("direct", "implicit_gemm", "im2col", *WINOGRAD_TILES, "depthwise"),
+    "conv2d_backward_data": ("direct", "implicit_gemm", "im2col", *WINOGRAD_TILES, "depthwise"),
     "conv2d_backward_weight": ("direct", "implicit_gemm", "im2col", "depthwise"),
 }
 DTYPES = ("float32",)

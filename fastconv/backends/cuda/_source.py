@@ -10,6 +10,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from ..._dispatch import WINOGRAD_TILES
+
 # Options handed to NVRTC (through cupy.RawModule) and, with an -arch, to nvcc in the tests.
 NVRTC_OPTIONS = ("-std=c++17", "-DFC_NVRTC=1")
 
@@ -49,13 +51,13 @@ KERNELS: dict[str, tuple[str, ...]] = {
                           "fc::depthwise_bwd_weight"),
     "conv_im2col.cu": ("fc::im2col", "fc::col2im"),
     "conv_winograd.cu": tuple(wino_name(s, m) for s in ("filter", "input", "output")
-                              for m in (2, 4)),
+                              for m in WINOGRAD_TILES.values()),
     "pool.cu": ("fc::max_pool_fwd", "fc::max_pool_bwd", "fc::avg_pool_fwd", "fc::avg_pool_bwd",
                 "fc::adaptive_avg_fwd", "fc::adaptive_avg_bwd"),
-    "batchnorm.cu": ("fc::bn_stats_partial", "fc::bn_stats_finalize", "fc::bn_apply",
+    "norm.cu": ("fc::bn_stats_partial", "fc::bn_stats_finalize", "fc::bn_apply",
                      "fc::bn_eval_coef", "fc::bn_bwd_partial", "fc::bn_bwd_finalize",
                      "fc::bn_bwd_apply"),
-    "elementwise.cu": ("fc::relu_fwd", "fc::relu_bwd"),
+    "misc.cu": ("fc::relu_fwd", "fc::relu_bwd"),
 }
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 import cupy
 
 from . import _runtime as rt
+from ..._dispatch import is_winograd, winograd_tile
 from ._source import GEMM_TILES, igemm_name, wino_name
-
-ALGOS = ("direct", "implicit_gemm", "im2col", "winograd_f23", "winograd_f43", "depthwise")
-WEIGHT_ALGOS = ("direct", "implicit_gemm", "im2col", "depthwise")
 
 
 def _geom(spec, N=None):
@@ -72,8 +70,8 @@ def conv2d_forward(x, w, b, spec, algo):
                   (x, w, rt.ptr_or_null(b), y, *_geom(spec)))
     elif algo == "im2col":
         _im2col_forward(x, w, b, y, spec)
-    elif algo in ("winograd_f23", "winograd_f43"):
-        m = 4 if algo == "winograd_f43" else 2
+    elif is_winograd(algo):
+        m = winograd_tile(algo)
         _winograd(x, w, b, y, m, N=spec.N, C=spec.C, H=spec.H, W=spec.W, K=spec.K, P=spec.P,
                   Q=spec.Q, ph=spec.padding[0], pw=spec.padding[1], flip=False)
     else:
@@ -151,8 +149,8 @@ def conv2d_backward_data(gy, w, spec, algo):
                   (-(-nhw // BN), -(-Cg // BM), spec.groups), (gy, w, gx, *_geom(spec)))
     elif algo == "im2col":
         _im2col_backward_data(gy, w, gx, spec)
-    elif algo in ("winograd_f23", "winograd_f43"):
-        m = 4 if algo == "winograd_f43" else 2
+    elif is_winograd(algo):
+        m = winograd_tile(algo)
         # The input gradient of a stride-1 3x3 correlation is the full correlation of gy
         # with the rotated, channel-swapped filter: top/left padding 2 - ph.
         _winograd(gy, w, None, gx, m, N=spec.N, C=spec.K, H=spec.P, W=spec.Q, K=spec.C,

@@ -6,7 +6,7 @@ import cupy
 
 from . import _runtime as rt
 
-_F = "elementwise.cu"
+_F = "misc.cu"
 
 
 def relu(x):

@@ -5,7 +5,7 @@ import cupy
 
 from . import _runtime as rt
 
-_F = "batchnorm.cu"
+_F = "norm.cu"
 
 
 def _splits(C, M):

@@ -25,20 +25,20 @@ from __future__ import annotations
 import numpy as np
 
 from ... import _native
+from ..._dispatch import CONV_OPS, WINOGRAD_TILES, is_winograd, winograd_tile
 
 # algo -> (forward, backward-data, backward-weight) binding names; None: not offered.
 _BINDINGS = {
     "direct": ("conv_direct_fwd", "conv_direct_bwd_data", "conv_direct_bwd_weight"),
     "im2col": ("conv_im2col_fwd", "conv_im2col_bwd_data", "conv_im2col_bwd_weight"),
-    "winograd_f23": ("conv_winograd_fwd", "conv_winograd_bwd_data", None),
-    "winograd_f43": ("conv_winograd_fwd", "conv_winograd_bwd_data", None),
+    # One binding pair serves every tile of the table; m is an argument.
+    **{a: ("conv_winograd_fwd", "conv_winograd_bwd_data", None) for a in WINOGRAD_TILES},
     "depthwise": ("conv_depthwise_fwd", "conv_depthwise_bwd_data", "conv_depthwise_bwd_weight"),
 }
-_OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
 ALGOS = {
     op: tuple(a for a, names in _BINDINGS.items() if names[i] and hasattr(_native, names[i]))
-    for i, op in enumerate(_OPS)
+    for i, op in enumerate(CONV_OPS)
 }
 
 
@@ -52,10 +52,6 @@ def algo_obstacle(algo: str, op: str, spec) -> str | None:
         return (f"the depthwise kernel buffers {spec.stride[1]} column phases per row "
                 f"(stride {spec.stride}); it serves strides up to {DEPTHWISE_MAX_STRIDE}")
     return None
-
-
-def _winograd_m(algo: str) -> int:
-    return 4 if algo == "winograd_f43" else 2
 
 
 _NO_CLAMP = (-np.inf, np.inf)
@@ -76,12 +72,12 @@ def prepack(w, spec, algo):
     transformed filter matrices; ``direct`` on a 1x1 padding-0 layer: the pointwise
     kernel's filter panels. The array is a snapshot: later changes to ``w`` are not seen.
     """
-    if algo.startswith("winograd"):
+    if is_winograd(algo):
         w = np.ascontiguousarray(w)
         if w.dtype not in (np.float32, np.float64) or w.ndim != 4:
             raise TypeError(f"prepack: w must be a float32/float64 (K, C, 3, 3) array, got "
                             f"{w.dtype} with shape {w.shape}")
-        m = _winograd_m(algo)
+        m = winograd_tile(algo)
         packed = np.empty(_native.conv_winograd_packed_len(w.shape[0], w.shape[1], m), w.dtype)
         _native.conv_winograd_pack(w, m, packed)
         return packed
@@ -117,11 +113,11 @@ def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None
             _native.conv_pointwise_fwd(x, w, packed, b, y, spec.stride, spec.groups, residual,
                                        lo, hi)
             return y
-        if not algo.startswith("winograd"):
+        if not is_winograd(algo):
             raise ValueError(f"packed: algo {algo!r} has no prepacked form for this layer")
     fn = getattr(_native, _BINDINGS[algo][0])
-    if algo.startswith("winograd"):
-        fn(x, w, b, y, spec.padding, _winograd_m(algo), residual, lo, hi, packed)
+    if is_winograd(algo):
+        fn(x, w, b, y, spec.padding, winograd_tile(algo), residual, lo, hi, packed)
     else:
         fn(x, w, b, y, spec.stride, spec.padding, spec.dilation, spec.groups, residual, lo, hi)
     return y
@@ -132,8 +128,8 @@ def conv2d_backward_data(gy, w, spec, algo):
     if spec.N == 0:
         return gx
     fn = getattr(_native, _BINDINGS[algo][1])
-    if algo.startswith("winograd"):
-        fn(gy, w, gx, spec.padding, _winograd_m(algo))
+    if is_winograd(algo):
+        fn(gy, w, gx, spec.padding, winograd_tile(algo))
     else:
         fn(gy, w, gx, spec.stride, spec.padding, spec.dilation, spec.groups)
     return gx

@@ -13,10 +13,14 @@ so ``import fastconv`` does not import numba.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 
+from ... import _settings
+
+from ..._dispatch import WINOGRAD_TILES, is_winograd, winograd_tile
 from . import conv_depthwise, conv_direct, conv_im2col, conv_winograd
 from .misc import (  # noqa: F401
     cross_entropy,
@@ -37,14 +41,12 @@ from .pool import (  # noqa: F401
 )
 
 ALGOS = {
-    "conv2d_forward": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
-    "conv2d_backward_data": ("direct", "im2col", "winograd_f23", "winograd_f43", "depthwise"),
+    "conv2d_forward": ("direct", "im2col", *WINOGRAD_TILES, "depthwise"),
+    "conv2d_backward_data": ("direct", "im2col", *WINOGRAD_TILES, "depthwise"),
     "conv2d_backward_weight": ("direct", "im2col", "depthwise"),
 }
 DTYPES = ("float32", "float64")
 ARRAY_LIBS = ("numpy",)
-
-_WINOGRAD_M = {"winograd_f23": 2, "winograd_f43": 4}
 
 
 def availability():
@@ -59,8 +61,8 @@ def conv2d_forward(x, w, b, spec, algo):
         return conv_direct.forward(x, w, b, spec)
     if algo == "im2col":
         return conv_im2col.forward(x, w, b, spec)
-    if algo in _WINOGRAD_M:
-        return conv_winograd.forward(x, w, b, spec, _WINOGRAD_M[algo])
+    if is_winograd(algo):
+        return conv_winograd.forward(x, w, b, spec, winograd_tile(algo))
     if algo == "depthwise":
         return conv_depthwise.forward(x, w, b, spec)
     raise ValueError(f"numba backend: unknown conv2d_forward algo {algo!r}")
@@ -72,8 +74,8 @@ def conv2d_backward_data(gy, w, spec, algo):
         return conv_direct.backward_data(gy, w, spec)
     if algo == "im2col":
         return conv_im2col.backward_data(gy, w, spec)
-    if algo in _WINOGRAD_M:
-        return conv_winograd.backward_data(gy, w, spec, _WINOGRAD_M[algo])
+    if is_winograd(algo):
+        return conv_winograd.backward_data(gy, w, spec, winograd_tile(algo))
     if algo == "depthwise":
         return conv_depthwise.backward_data(gy, w, spec)
     raise ValueError(f"numba backend: unknown conv2d_backward_data algo {algo!r}")
@@ -108,15 +110,9 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
-def _apply_configured_threads():
-    """fastconv.set_num_threads may have run before this backend was loaded."""
-    from ..._dispatch import configured_threads
-
-    if configured_threads():
-        set_num_threads(configured_threads())
-
-
-_apply_configured_threads()
+# fastconv.set_num_threads may have run before this package was imported (also when it is
+# imported directly rather than through the dispatcher).
+_settings.apply_threads(sys.modules[__name__])
 
 _compile_times: dict[str, float] = {}
 
@@ -172,7 +168,7 @@ def compile_times(measure: bool = True) -> dict[str, float]:
                     conv2d_backward_data(*dw_args["bwd"], a)
                     return
                 conv2d_backward_data(gy, w, spec, a)
-                if not a.startswith("winograd"):
+                if not is_winograd(a):
                     conv2d_backward_data(gy2, w, spec2, a)
             jobs[f"conv2d_backward_data[{algo}]"] = bwd
         for algo in ALGOS["conv2d_backward_weight"]:

@@ -93,17 +93,15 @@ def register(subparsers) -> None:
 
 
 def _add_info_extra():
-    try:
-        from . import cli
-    except ImportError:  # imported on its own, without the command-line module
-        return
-    if info_autotune not in cli._INFO_EXTRAS:
-        cli._INFO_EXTRAS.append(info_autotune)
+    from . import _INFO_EXTRAS
+
+    if info_autotune not in _INFO_EXTRAS:
+        _INFO_EXTRAS.append(info_autotune)
 
 
 def info_autotune(args=None) -> None:
     """The ``fastconv info`` lines about the autotune cache."""
-    from . import autotune
+    from .. import autotune
 
     st = autotune.cache_info()
     state = "on" if st["enabled"] else "off (fastconv.autotune(True) or FASTCONV_AUTOTUNE=1)"
@@ -114,7 +112,7 @@ def info_autotune(args=None) -> None:
 
 
 def _layers(args):
-    from .benchmark import suites as S
+    from ..benchmark import suites as S
 
     batch = _one_batch(args)
     out = []
@@ -170,8 +168,8 @@ def cmd_bench(args) -> int:
 
 
 def _impls(args):
-    from ._dispatch import BACKENDS, CONV_ALGOS
-    from .benchmark import impls as I
+    from .._dispatch import BACKENDS, CONV_ALGOS
+    from ..benchmark import impls as I
 
     for b in args.backend or ():
         if b not in BACKENDS:
@@ -201,7 +199,7 @@ def _meta(args, threads, batch, peak, skipped):
 
     import fastconv
 
-    from .autotune import cpu_model
+    from ..autotune import cpu_model
 
     meta = {"fastconv": fastconv.__version__, "python": platform.python_version(),
             "numpy": np.__version__, "cpu": cpu_model(), "threads": threads,
@@ -226,8 +224,8 @@ def _cmd_bench(args) -> int:
 
     import fastconv
 
-    from .benchmark import peak as P
-    from .benchmark import report, runner
+    from ..benchmark import peak as P
+    from ..benchmark import report, runner
 
     suites, batch = _layers(args)
     impls, skipped = _impls(args)
@@ -288,8 +286,8 @@ def _cmd_network(args) -> int:
 
     import fastconv
 
-    from .benchmark import network as NW
-    from .benchmark import peak as P
+    from ..benchmark import network as NW
+    from ..benchmark import peak as P
 
     for n in args.network:
         if n not in NW.NETWORKS:
@@ -355,10 +353,10 @@ def _cmd_tune(args) -> int:
 
     import fastconv
 
-    from . import _dispatch, autotune
-    from .benchmark import impls as I
-    from .benchmark import runner
-    from .benchmark import suites as S
+    from .. import _dispatch, autotune
+    from ..benchmark import impls as I
+    from ..benchmark import runner
+    from ..benchmark import suites as S
 
     batch = _one_batch(args)
     layers = S.suite(args.tune, batch)
@@ -377,7 +375,7 @@ def _cmd_tune(args) -> int:
                 data = runner.make_data(layer, args.dtype)
                 spec = layer.spec()
                 for b in names:
-                    mod = _dispatch._load(b)
+                    mod = _dispatch.load_backend(b)
                     for pass_, op in I.PASS_OPS.items():
                         cands = _dispatch.serving_algos(b, mod, op, spec)
                         if not cands:

@@ -1,13 +1,14 @@
 """Runs the CUDA kernels on the CPU, for logic tests on machines without a GPU.
 
-The .cu sources are compiled with the host C++ compiler against csrc/cuda/host_emu.cuh (CUDA
+The .cu sources are compiled with the host C++ compiler against tests/host_emu.cuh (CUDA
 threads as fibers, one block at a time) and the backend's Python wrappers are pointed at
 them with NumPy standing in for CuPy, so the very launch code and kernels the GPU runs are
 exercised, with the real grids, tiles, predicates, split-K and chunking. Uninitialised
 allocations are filled with NaN so that reading one shows up.
 
 What it cannot show: timing, races under the real memory model, and NVRTC code
-generation. It is a test helper (like NUMBA_ENABLE_CUDASIM), not a backend.
+generation. It is a test helper (like NUMBA_ENABLE_CUDASIM), not a backend, so it lives under
+tests/ with its header and the wheel does not ship either.
 """
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._source import KERNELS, assemble, source_dir
+from fastconv.backends.cuda._source import KERNELS, assemble, source_dir
+
+# The emulation header sits next to this file; the kernel sources come from the package
+# (csrc/cuda in a source tree, fastconv/cuda_src when installed).
+_HEADER = Path(__file__).resolve().parent / "host_emu.cuh"
 
 
 def compiler() -> str | None:
-    """The host C++ compiler used for emulation, or None (also when the emulation header
-    is missing from the installed sources)."""
-    root = source_dir()
-    if root is None or not (root / "host_emu.cuh").is_file():
+    """The host C++ compiler used for emulation, or None (also when the CUDA sources or the
+    emulation header are missing)."""
+    if source_dir() is None or not _HEADER.is_file():
         return None
     return shutil.which("g++") or shutil.which("clang++")
 
@@ -37,7 +41,7 @@ def compiler() -> str | None:
 def build(filename: str, workdir: Path) -> ctypes.CDLL:
     """Compiles ``filename`` for host emulation (cached in workdir by source hash)."""
     names = KERNELS[filename]
-    header = (source_dir() / "host_emu.cuh").read_text()
+    header = _HEADER.read_text()
     table = ",\n  ".join(f"&fc_emu::run<&{n}>" for n in names)
     src = (header + "\n" + assemble(filename) + "\nstatic fc_emu::Entry fc_table[] = {\n  "
            + table + "\n};\n"
@@ -196,7 +200,7 @@ def install(workdir: Path):
     itself. Returns the stand-in ``cupy`` module."""
     if "cupy" in sys.modules and not getattr(sys.modules["cupy"], "_fastconv_emu", False):
         raise RuntimeError("the real CuPy is already imported; emulation would mix the two")
-    from ... import _args, _dispatch
+    from fastconv import _args, _dispatch
 
     be, _ = _patch(workdir)
     fake = be._runtime.cupy

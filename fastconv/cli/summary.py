@@ -19,8 +19,8 @@ def _shape(text: str):
 
 
 def cmd_summary(args) -> int:
-    from .models import get_model
-    from .nn.summary import summary
+    from ..models import get_model
+    from ..nn.summary import summary
 
     if args.num_classes is not None and args.num_classes < 1:
         raise ValueError(f"--num-classes must be a positive int, got {args.num_classes}")
@@ -42,7 +42,7 @@ def cmd_summary(args) -> int:
 
 def register(subparsers) -> None:
     """Adds the ``summary`` subcommand."""
-    from .models import MODELS
+    from ..models import MODELS
 
     p = subparsers.add_parser("summary", help="layer table: output shapes, parameters, "
                               "receptive field, FLOPs")

@@ -1,5 +1,5 @@
-// Host emulation of the CUDA subset the kernels in this directory use, for logic tests on
-// machines without a GPU (fastconv/backends/cuda/_hostemu.py). Each thread of a block is a
+// Host emulation of the CUDA subset the kernels in csrc/cuda use, for logic tests on
+// machines without a GPU (tests/_hostemu.py). Each thread of a block is a
 // ucontext fiber; __syncthreads() switches back to a scheduler that resumes the fibers in
 // turn once all of them have reached the barrier; blocks run one after another. So
 // __shared__ memory can be a static, and atomics are plain read-modify-writes. Warp

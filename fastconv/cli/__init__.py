@@ -6,24 +6,14 @@ import platform
 import sys
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cmd_info(args) -> int:
     import fastconv
     from fastconv import _native
+    from fastconv.autotune import cpu_model
 
     print(f"fastconv {fastconv.__version__} (Python {platform.python_version()}, "
           f"{platform.machine()})")
-    print(f"CPU: {_cpu_model()}")
+    print(f"CPU: {cpu_model()}")
     print(f"CPU features: {_native.cpu_features() or '(none tested)'}")
     print(f"ISA paths compiled: {_native.compiled_isas()}; in use: {_native.active_isa()}")
     print(f"threads: {fastconv.get_num_threads()}")
@@ -58,7 +48,7 @@ def _print_compile_times() -> None:
     on-disk cache when an earlier process compiled it)."""
     from fastconv import _dispatch
 
-    mod = _dispatch._load("numba")
+    mod = _dispatch.load_backend("numba")
     if mod is None:
         reason = _dispatch.backends()["numba"]["reason"]
         print(f"numba compile times: backend unavailable ({reason})")
@@ -159,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_optional():
     """Subcommands living in their own modules (bench, train, summary)."""
     out = []
-    for modname in ("fastconv.bench_cli", "fastconv.train_cli", "fastconv.summary_cli"):
+    for modname in ("fastconv.cli.bench", "fastconv.cli.train", "fastconv.cli.summary"):
         try:
             mod = __import__(modname, fromlist=["register"])
         except ModuleNotFoundError as e:
