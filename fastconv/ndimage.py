@@ -34,8 +34,15 @@ Dtypes and rounding
 Speed
     Every 1-D pass is one native kernel call along the axis (csrc/cpu/ndimage.cpp): on
     the last axis a vector of outputs at a time from a boundary-extended copy of the
-    line, on other axes whole rows combined at once; ``correlate`` with weights that vary
-    along at most two axes is one native 2-D pass. Weights that vary along three or more
+    line, on other axes whole rows combined at once. A separable filter over the last two
+    axes whose result is stored in its compute dtype (float32 -> float32, float64 or
+    integer input -> float64) runs both passes as one fused native call: each thread
+    walks blocks of output rows and keeps the intermediate rows in a row buffer or a ring
+    of the filter's height, so no full-size temporary is written. The fused passes do the
+    same arithmetic as the separate ones (float64 stays SciPy's bits); float32 uniform
+    filters sum each window of up to 32 taps directly in double along the last axis and
+    restart the running sum at each block of rows, within float32 rounding of SciPy.
+    ``correlate`` with weights that vary along at most two axes is one native 2-D pass. Weights that vary along three or more
     axes go through the NumPy reference (correct, not fast). bench/correlate2d.py
     compares with scipy.ndimage and OpenCV.
 
