@@ -34,8 +34,15 @@ Dtypes and rounding
 Speed
     Every 1-D pass is one native kernel call along the axis (csrc/cpu/ndimage.cpp): on
     the last axis a vector of outputs at a time from a boundary-extended copy of the
-    line, on other axes whole rows combined at once; ``correlate`` with weights that vary
-    along at most two axes is one native 2-D pass. Weights that vary along three or more
+    line, on other axes whole rows combined at once. A separable filter over the last two
+    axes whose result is stored in its compute dtype (float32 -> float32, float64 or
+    integer input -> float64) runs both passes as one fused native call: each thread
+    walks blocks of output rows and keeps the intermediate rows in a row buffer or a ring
+    of the filter's height, so no full-size temporary is written. The fused passes do the
+    same arithmetic as the separate ones (float64 stays SciPy's bits); float32 uniform
+    filters sum each window of up to 32 taps directly in double along the last axis and
+    restart the running sum at each block of rows, within float32 rounding of SciPy.
+    ``correlate`` with weights that vary along at most two axes is one native 2-D pass. Weights that vary along three or more
     axes go through the NumPy reference (correct, not fast). bench/correlate2d.py
     compares with scipy.ndimage and OpenCV.
 
@@ -124,8 +131,10 @@ def _get_output(output, input, complex_output=False):
     """SciPy's _ni_support._get_output: None, a dtype (class, dtype or string) or an array."""
     shape = input.shape
     if output is None:
+        # Every element is written by the filter, so no zero fill (SciPy's np.zeros costs a
+        # pass over the array here).
         dt = np.promote_types(input.dtype, np.complex64) if complex_output else input.dtype
-        return np.zeros(shape, dtype=dt)
+        return np.empty(shape, dtype=dt)
     if isinstance(output, (type, np.dtype)):
         if complex_output and np.dtype(output).kind != "c":
             warnings.warn("promoting specified output dtype to complex", stacklevel=3)
@@ -210,13 +219,17 @@ def _is_lines(shape, axis) -> bool:
     return int(np.prod(shape[axis + 1:], dtype=np.int64)) == 1
 
 
-def _chain(input, output, passes):
-    """Runs 1-D passes [(axis, run(inp, out))] from input to output, each pass stored in
-    the output dtype as SciPy does. A pass along a non-last axis cannot run in place, so
-    the pass before it writes a scratch array of the output dtype instead of output
-    (ping-pong) rather than copying afterwards."""
+def _chain(input, output, passes, cval):
+    """Runs 1-D passes [(axis, run(inp, out), desc)] from input to output, each pass stored
+    in the output dtype as SciPy does. Two passes over the last two axes, computed in the
+    output's dtype, run as one fused native call (no full-size intermediate). Otherwise a
+    pass along a non-last axis cannot run in place, so the pass before it writes a scratch
+    array of the output dtype instead of output (ping-pong) rather than copying
+    afterwards."""
+    if _fusable(input, output, passes):
+        return _fused2(input, output, passes, cval)
     cur, tmp = input, None
-    for j, (axis, run) in enumerate(passes):
+    for j, (axis, run, _) in enumerate(passes):
         target = output
         if j + 1 < len(passes) and not _is_lines(input.shape, passes[j + 1][0]):
             if cur is output or tmp is None or cur is not tmp:
@@ -225,6 +238,40 @@ def _chain(input, output, passes):
                 target = tmp
         run(cur, target)
         cur = target
+    return output
+
+
+def _fusable(input, output, passes) -> bool:
+    nd = input.ndim
+    return (len(passes) == 2 and nd >= 2 and input.size > 0
+            and {passes[0][0], passes[1][0]} == {nd - 2, nd - 1}
+            and all(p[2] is not None for p in passes)
+            and output.dtype == _compute_dtype(_raw(input), output))
+
+
+def _fused2(input, output, passes, cval):
+    """The two passes of _chain over the last two axes in one native call; desc =
+    (kind, weights, length, shift, sym, mode code), kind 1 a running mean."""
+    input = _raw(input)
+    ct = output.dtype
+    x = np.ascontiguousarray(input, dtype=ct)
+    x3 = x.reshape((-1,) + x.shape[-2:])
+    direct = output.flags.c_contiguous and not np.may_share_memory(x, output)
+    y = output if direct else np.empty(x.shape, ct)
+    h_first = passes[0][0] == input.ndim - 2
+    dh, dw = (passes[0][2], passes[1][2]) if h_first else (passes[1][2], passes[0][2])
+
+    def split(d):
+        kind, w, L, shift, sym, code = d
+        w = np.zeros(1, ct) if w is None else np.ascontiguousarray(w, dtype=ct)
+        return w, (kind, L, shift, sym, code)
+
+    wh, ph = split(dh)
+    ww, pw = split(dw)
+    op_impl("native", _native(), "ndimage_separable2d")(
+        x3, y.reshape(x3.shape), wh, ph, ww, pw, h_first, ct.type(cval))
+    if not direct:
+        _store(output, y)
     return output
 
 
@@ -309,8 +356,11 @@ def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, 
 
 
 def _pass_correlate1d(weights, axis, code, cval, origin=0):
+    """A _chain pass: (axis, run, fusion descriptor)."""
     weights = np.asarray(weights, dtype=np.float64)
-    return lambda inp, out: _correlate1d_into(inp, weights, axis, out, code, cval, origin)
+    desc = (0, weights, len(weights), len(weights) // 2 + origin, _symmetry(weights), code)
+    return (axis, lambda inp, out: _correlate1d_into(inp, weights, axis, out, code, cval,
+                                                     origin), desc)
 
 
 def _correlate1d_into(input, weights, axis, output, code, cval, origin):
@@ -442,10 +492,11 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
             raise ValueError("invalid origin")
         code = _mode_code(md)
         passes.append((axis, lambda i, o, axis=axis, sz=sz, code=code, org=org:
-                       _uniform_into(i, sz, axis, o, code, cv, org)))
+                       _uniform_into(i, sz, axis, o, code, cv, org),
+                       (1, None, sz, sz // 2 + int(org), 0, code)))
     _check_types(input, output)
     cv = _real_cval(cval)
-    return _chain(input, output, passes)
+    return _chain(input, output, passes, cv)
 
 
 def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0,
@@ -482,8 +533,8 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
         if not isinstance(lw, numbers.Integral) or lw < 0:
             raise ValueError("Radius must be a nonnegative integer.")
         w = _gaussian_kernel1d(sg, od, lw)[::-1]
-        passes.append((axis, _pass_correlate1d(w, axis, _mode_code(md), cval)))
-    return _chain(input, output, passes)
+        passes.append(_pass_correlate1d(w, axis, _mode_code(md), cval))
+    return _chain(input, output, passes, cval)
 
 
 def _edge(name, smooth, input, axis, output, mode, cval):
@@ -502,10 +553,10 @@ def _edge(name, smooth, input, axis, output, mode, cval):
     codes = [_mode_code(m) for m in modes]
     _check_types(input, output)
     cval = _real_cval(cval)
-    passes = [(axis, _pass_correlate1d([-1, 0, 1], axis, codes[axis], cval))]
-    passes += [(ii, _pass_correlate1d(smooth, ii, codes[ii], cval))
+    passes = [_pass_correlate1d([-1, 0, 1], axis, codes[axis], cval)]
+    passes += [_pass_correlate1d(smooth, ii, codes[ii], cval)
                for ii in range(input.ndim) if ii != axis]
-    return _chain(input, output, passes)
+    return _chain(input, output, passes, cval)
 
 
 def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0):

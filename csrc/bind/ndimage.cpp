@@ -4,6 +4,9 @@
 #include "bind/arrays.h"
 #include "cpu/kernels.h"
 
+#include <tuple>
+#include <nanobind/stl/tuple.h>
+
 namespace fc::bind {
 
 namespace {
@@ -70,6 +73,33 @@ void def_ndimage(nb::module_& m) {
       nb::arg("x").noconvert(), nb::arg("y").noconvert(), nb::arg("w").noconvert(),
       nb::arg("shift"), nb::arg("mode"), nb::arg("cval"), GIL(),
       "y[b,i,j] = sum over non-zero w[p,q] (row-major) of ext(x[b])[i+p-sh, j+q-sw].");
+  m.def(
+      "ndi_separable2d",
+      [](In<T, 3> x, Out<T, 3> y, In<T, 1> wh, std::tuple<int, int64_t, int64_t, int, int> ph,
+         In<T, 1> ww, std::tuple<int, int64_t, int64_t, int, int> pw, bool h_first, T cval) {
+        same_shape(x, y);
+        const auto [kh, Lh, shh, symh, modeh] = ph;
+        const auto [kw, Lw, shw, symw, modew] = pw;
+        for (const auto& [kind, L, sh, w] :
+             {std::tuple{kh, Lh, shh, wh.shape(0)}, std::tuple{kw, Lw, shw, ww.shape(0)}}) {
+          require(kind == 0 || kind == 1, "kind must be 0 (correlate) or 1 (uniform)");
+          require(L > 0 && L < kMaxShift, "filter length must be positive");
+          require(kind == 1 || static_cast<int64_t>(w) == L, "weights length does not match");
+          require(sh >= 0 && sh < L, "shift must be in [0, length)");
+        }
+        check_mode(modeh, shh);
+        check_mode(modew, shw);
+        mul_checked(mul_checked(x.shape(0), x.shape(1) + Lh, "input"), x.shape(2) + Lw + 64,
+                    "input");
+        mul_checked(Lh + 2, x.shape(2) + Lw + 64, "workspace");
+        FC_DISPATCH(ndi_separable2d<T>(x.data(), y.data(), x.shape(0), x.shape(1), x.shape(2),
+                                       wh.data(), Lh, shh, symh, modeh, kh, ww.data(), Lw,
+                                       shw, symw, modew, kw, h_first ? 1 : 0, cval));
+      },
+      nb::arg("x").noconvert(), nb::arg("y").noconvert(), nb::arg("wh").noconvert(),
+      nb::arg("ph"), nb::arg("ww").noconvert(), nb::arg("pw"), nb::arg("h_first"),
+      nb::arg("cval"), GIL(),
+      "Fused H and W passes; ph/pw = (kind, length, shift, sym, mode), kind 1 = uniform.");
 }
 
 }  // namespace

@@ -346,6 +346,26 @@ def ndimage_uniform1d(x, y, size, shift, mode, cval):
     return y
 
 
+def ndimage_separable2d(x, y, wh, ph, ww, pw, h_first, cval):
+    """The two passes of the native fused kernel, one after the other, rounded to y's dtype
+    in between."""
+    def run(src, axis, w, p):
+        kind, L, shift, sym, mode = p
+        v = src if axis == 1 else src.reshape(-1, src.shape[2], 1)
+        out = np.empty(v.shape, y.dtype)
+        if kind == 1:
+            ndimage_uniform1d(v, out, L, shift, mode, cval)
+        else:
+            ndimage_correlate1d(v, out, w, shift, sym, mode, cval)
+        return out.reshape(src.shape)
+    passes = [(1, wh, ph), (2, ww, pw)] if h_first else [(2, ww, pw), (1, wh, ph)]
+    t = x
+    for axis, w, p in passes:
+        t = run(t, axis, w, p)
+    y[...] = t
+    return y
+
+
 def ndimage_correlate_nd(x, w, shifts, mode, cval):
     """float64 n-d correlation: y = sum over non-zero w[t] (row-major) of shifted ext(x)."""
     ext = x.astype(np.float64)

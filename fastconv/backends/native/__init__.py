@@ -19,7 +19,8 @@ from .pool import (  # noqa: F401
     max_pool2d_backward,
 )
 from .signal import signal_corr2d, signal_extend2d  # noqa: F401
-from .ndimage import ndimage_correlate1d, ndimage_correlate2d, ndimage_uniform1d  # noqa: F401
+from .ndimage import (  # noqa: F401
+    ndimage_correlate1d, ndimage_correlate2d, ndimage_separable2d, ndimage_uniform1d)
 from .misc import (  # noqa: F401
     cross_entropy,
     cross_entropy_backward,
