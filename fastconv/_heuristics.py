@@ -32,7 +32,7 @@ where the amount of independent work depends on it.
 * Winograd F(4,3) needs enough 4x4 output tiles, ``N * ceil(P/4) * ceil(Q/4)``: its
   transform-domain GEMMs are (K x C) . (C x tiles), and with too few tiles they are too
   narrow to fill a register tile per thread while the filter transform (K*C 6x6 tiles,
-  per call) is not amortised. The bar is ``_MIN_WINOGRAD_TILES`` = 64 tiles, or 16 on
+  per call) is not amortised. The bar is ``_MIN_WINOGRAD_TILES`` = 64 tiles, or 32 on
   layers with both channel counts >= 256 (batch 1 at 7x7 has 4 tiles, batch 2 8, batch 8
   32; batch 1 at 14x14 16, at 28x28 49). Measured at 2 threads, interleaved, min of
   calls (the per-algorithm table of ``bench/conv_layers_ort.py --algos``): 128@28x28
@@ -53,7 +53,10 @@ where the amount of independent work depends on it.
   call. Measured as above (ms, im2col vs direct): batch 1 3x3/2 256->512@14 1.68 vs
   2.61, 1x1/2 256->512@14 0.25 vs 0.39; batch 8 3x3/2
   256->256@28 22.1 vs 31.3, 1x1/2 64->128@56 2.1 vs 3.4; but batch 8 3x3/2 64->128@56
-  (6272 columns, 64 channels) 13.5 vs 11.3, hence the column / channel bar. Batch 16
+  (6272 columns, 64 channels) 13.5 vs 11.3, hence the column / channel bar. Stride-1
+  layers with >= 256 channels on at most 256 output columns (the GEMM's in-place regime)
+  take it too: batch 1 512@7x7 3.70 vs direct 4.98, 256@14x14 3.27 vs F(4,3) 3.84 and
+  direct 3.87 (quiet machine, same method). Batch 16
   keeps the rules measured there.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
@@ -79,15 +82,19 @@ _MAX_SHALLOW_1X1_CHANNELS = 64
 _MIN_GEMM_ROWS = 4
 _MIN_WINOGRAD_CHANNELS = 16
 # Fewest 4x4 output tiles (over the whole batch) for which native Winograd F(4,3) is
-# picked; layers with both channel counts >= _DEEP_CHANNELS from fewer tiles.
+# picked; layers with both channel counts >= _DEEP_CHANNELS, or prepacked filters, from
+# fewer tiles.
 _MIN_WINOGRAD_TILES = 64
-_MIN_WINOGRAD_TILES_DEEP = 16
+_MIN_WINOGRAD_TILES_DEEP = 32
+_MIN_WINOGRAD_TILES_PREPACKED = 16
 _DEEP_CHANNELS = 256
 # Small-batch forward rules for the im2col GEMM (_small_batch_gemm).
 _SMALL_BATCH = 8
 _MIN_GEMM_STRIDED_CHANNELS = 16
 _DEEP_STRIDED_CHANNELS = 128
 _MAX_STRIDED_GEMM_COLS = 4096
+# gemm_driver.h kInPlaceCols panels of 16 columns (AVX2).
+_MAX_IN_PLACE_GEMM_COLS = 256
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
@@ -151,21 +158,27 @@ def _winograd_pays(spec, prepacked: bool = False) -> bool:
     ``_DEEP_CHANNELS``) that the direct and GEMM paths are as short of columns, or with
     the filters transformed once (``prepacked``)."""
     tiles = _winograd_tiles(spec)
-    deep = prepacked or min(spec.C, spec.K) >= _DEEP_CHANNELS
+    if prepacked:
+        return tiles >= _MIN_WINOGRAD_TILES_PREPACKED
+    deep = min(spec.C, spec.K) >= _DEEP_CHANNELS
     return tiles >= (_MIN_WINOGRAD_TILES_DEEP if deep else _MIN_WINOGRAD_TILES)
 
 
 def _small_batch_gemm(op: str, spec, Cg: int) -> bool:
     """Forward passes at batch <= ``_SMALL_BATCH`` that the im2col GEMM serves best (see
-    the module notes): strided 1x1 layers, and strided larger kernels past the stem's few
-    channels."""
+    the module notes): strided 1x1 layers, strided larger kernels past the stem's few
+    channels, and deep larger kernels on at most 256 output columns."""
     if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
         return False
     strided = tuple(spec.stride) != (1, 1)
     if _pointwise(spec):
         return strided
     cols = spec.N * spec.P * spec.Q
-    return strided and Cg >= _MIN_GEMM_STRIDED_CHANNELS and (
+    if not strided:
+        # Deep layers on a few columns (512@7x7 at batch 1): the GEMM reads the filters in
+        # place where the direct kernel repacks them per call.
+        return Cg >= _DEEP_CHANNELS and cols <= _MAX_IN_PLACE_GEMM_COLS
+    return Cg >= _MIN_GEMM_STRIDED_CHANNELS and (
         Cg >= _DEEP_STRIDED_CHANNELS or cols <= _MAX_STRIDED_GEMM_COLS)
 
 

@@ -282,3 +282,53 @@ def test_direct_extreme_geometry_subprocess(kind):
     r = subprocess.run([sys.executable, "-c", _EXTREME, kind], capture_output=True, text=True,
                        timeout=60, env=env, cwd=root)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("xs,ws,kw", [((1, 64, 7, 7), (70, 64, 3, 3), dict(padding=1)),
+                                      ((2, 48, 14, 14), (96, 16, 3, 3), dict(padding=1, groups=3)),
+                                      ((1, 32, 15, 15), (40, 32, 3, 3), dict(stride=2, dilation=2))])
+def test_prepacked_small_plane_forward(xs, ws, kw, dtype, isa):
+    """The channels-last path's prepacked filters (fastconv.compile) give bitwise the
+    per-call result, with the fused output stage, for any batch of the same layer."""
+    from fastconv import _args as A
+    from fastconv.backends.native import conv as nconv
+    x, w, b = conv_inputs(xs, ws, dtype)
+    st, pd, dl, g = kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), kw.get("groups", 1)
+    spec = A.conv_spec(x.shape, w.shape, st, pd, dl, g)
+    packed = nconv.prepack(w, spec, "direct")
+    assert packed is not None and packed.dtype == dtype
+    res = randn(spec.y_shape, dtype, 4)
+    y0 = nconv.conv2d_forward(x, w, b, spec, "direct", residual=res, clamp=(0, 6))
+    y1 = nconv.conv2d_forward(x, w, b, spec, "direct", residual=res, clamp=(0, 6), packed=packed)
+    np.testing.assert_array_equal(y0, y1)
+    assert_close(y0, np.clip(fastconv.conv2d(x, w, b, **kw, backend="reference") + res, 0, 6),
+                 dtype, ws[1] * 9, "prepacked direct")
+    x3 = randn((3,) + xs[1:], dtype, 6)
+    spec3 = A.conv_spec(x3.shape, w.shape, st, pd, dl, g)
+    np.testing.assert_array_equal(nconv.conv2d_forward(x3, w, b, spec3, "direct", packed=packed),
+                                  nconv.conv2d_forward(x3, w, b, spec3, "direct"))
+
+
+def test_prepacked_direct_refuses_another_layer_or_isa():
+    from fastconv import _args as A, _native
+    from fastconv.backends.native import conv as nconv
+    x, w, b = conv_inputs((1, 64, 7, 7), (70, 64, 3, 3), np.float32)
+    spec = A.conv_spec(x.shape, w.shape, 1, 1, 1, 1)
+    packed = nconv.prepack(w, spec, "direct")
+    with pytest.raises(ValueError, match="packed"):
+        nconv.conv2d_forward(x, w, b, spec, "direct", packed=packed[:-1].copy())
+    bad = packed.copy()
+    bad[0] = 0
+    with pytest.raises(ValueError, match="packed"):
+        nconv.conv2d_forward(x, w, b, spec, "direct", packed=bad)
+    best = _native.active_isa()
+    if best == "generic":
+        pytest.skip("only the generic path is compiled: no other ISA to switch to")
+    try:
+        _native.set_isa("generic")
+        with pytest.raises(ValueError, match="packed"):
+            nconv.conv2d_forward(x, w, b, spec, "direct", packed=packed)
+    finally:
+        _native.set_isa(best)

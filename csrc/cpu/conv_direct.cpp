@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include <omp.h>
@@ -552,19 +553,22 @@ void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq,
 // y = ep(conv(x, w)) (bias, residual, clamp: epilogue.h) for the shape s (any stride, dilation, groups), with the filters
 // read through wfn(g, k, c, tap) so that backward-data can pass its flipped, transposed
 // view. Results do not depend on the thread count: each output is one tile's sum.
+// Packed filters of the channels-last forward: [g][kt][run][column][KT], zero past Kg.
+template <class T, int KV>
+int64_t nhwc_packed_len(const ConvShape& s) {
+  constexpr int KT = KV * Simd<T>::L;
+  return s.groups * ceil_div(s.Kg(), KT) * KT * s.R * s.S * s.Cg();
+}
+
+// Fills wp (nhwc_packed_len elements) from wfn(g, k, c, tap).
 template <class T, int KV, class WFn>
-void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T* y) {
+void pack_nhwc(const ConvShape& s, WFn wfn, T* wp) {
   constexpr int L = Simd<T>::L, KT = KV * L;
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
-  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
-  const XGeo xg = x_geo(s);
-  const int64_t x_g = N * xg.img, ncol = RS * Cg;
-  T* xt = workspace<T>(0, size_t(G) * x_g);
-  build_x_nhwc(s, xg, x, xt);
-  const std::vector<Run> runs = col_runs(s, xg);
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S;
+  const int64_t Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT, ncol = RS * Cg;
+  const std::vector<Run> runs = col_runs(s, x_geo(s));
   const int64_t nruns = static_cast<int64_t>(runs.size());
-  // Packed filters [g][kt][run][column][KT], zero past Kg; tapcol[t]: column of (c=0, t).
-  T* wp = line_aligned(workspace<T>(1, size_t(G) * Kp * ncol + 64 / sizeof(T)));
+  // tapcol[t]: column of (c=0, t).
   std::vector<int64_t> tapcol(RS);
   for (int64_t e = 0, base = 0; e < nruns; base += runs[e].ncols, ++e)
     for (int64_t i = 0; i < runs[e].ncols / Cg; ++i)
@@ -583,6 +587,29 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T*
         T* dc = d + (tapcol[t] + c) * KT;
         for (int64_t kk = 0; kk < kv; ++kk) dc[kk] = wfn(g, kt * KT + kk, c, t);
       }
+  }
+}
+
+// With `pre` (conv_direct_pack's panels, fastconv.compile) the filters are not packed
+// again: at batch 1 on a 7 x 7 plane that pass over every filter value costs about as
+// much as the convolution.
+template <class T, int KV, class WFn>
+void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T* y,
+              const T* pre = nullptr) {
+  constexpr int L = Simd<T>::L, KT = KV * L;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, RS = s.R * s.S, N = s.N;
+  const int64_t P = s.P, Q = s.Q, Kp = ceil_div(Kg, KT) * KT, KTn = Kp / KT;
+  const XGeo xg = x_geo(s);
+  const int64_t x_g = N * xg.img, ncol = RS * Cg;
+  T* xt = workspace<T>(0, size_t(G) * x_g);
+  build_x_nhwc(s, xg, x, xt);
+  const std::vector<Run> runs = col_runs(s, xg);
+  const int64_t nruns = static_cast<int64_t>(runs.size());
+  const T* wp = pre;
+  if (!wp) {
+    T* buf = line_aligned(workspace<T>(1, size_t(nhwc_packed_len<T, KV>(s)) + 64 / sizeof(T)));
+    pack_nhwc<T, KV>(s, wfn, buf);
+    wp = buf;
   }
   const int nth = num_threads();
   const int64_t rows = N * P;
@@ -730,7 +757,8 @@ void naive_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) {
 }  // namespace
 
 template <class T>
-static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
+static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y,
+                       const T* pre = nullptr) {
   if (s.N == 0 || s.K == 0 || s.P == 0 || s.Q == 0) return;
   if (sparse_reach(s)) return naive_fwd(s, x, w, ep, y);
   const int64_t Cg = s.Cg(), Kg = s.Kg(), G = s.groups, PQ = s.P * s.Q;
@@ -738,7 +766,7 @@ static void fwd_biased(const ConvShape& s, const T* x, const T* w, const Epilogu
     const int64_t RS = s.R * s.S;
     return fwd_nhwc<T, 2>(s, x, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
       return w[((g * Kg + k) * Cg + c) * RS + t];
-    }, ep, y);
+    }, ep, y, pre);
   }
   const FwdGeom geo = fwd_geom<T>(s);
   T* src = workspace<T>(0, size_t(s.N) * s.C * geo.cs);
@@ -835,6 +863,49 @@ template <class T>
 void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<T>& ep, T* y) {
   if (pointwise_serves(s)) return conv_pointwise_fwd<T>(s, x, w, nullptr, ep, y);
   fwd_biased(s, x, w, ep, y);
+}
+
+// The prepacked form: a header of kDirectPackHeader elements (a tag, the filter tile of
+// the ISA that packed it, the panel length: an ISA switch between pack and use would
+// otherwise read panels of the wrong width), then the channels-last forward's panels.
+// Only layers that path serves have one (the pointwise kernel has its own).
+namespace {
+constexpr int64_t kDirectPackHeader = 16;
+constexpr double kDirectPackTag = 20261201.0;
+template <class T>
+bool direct_packs(const ConvShape& s) {
+  return !pointwise_serves(s) && s.K > 0 && s.P > 0 && s.Q > 0 && !sparse_reach(s) &&
+         prefer_nhwc<T>(s);
+}
+}  // namespace
+
+template <class T>
+int64_t conv_direct_packed_size(const ConvShape& s) {
+  return direct_packs<T>(s) ? kDirectPackHeader + nhwc_packed_len<T, 2>(s) : 0;
+}
+
+template <class T>
+void conv_direct_pack(const ConvShape& s, const T* w, T* wp) {
+  const int64_t len = nhwc_packed_len<T, 2>(s), Kg = s.Kg(), Cg = s.Cg(), RS = s.R * s.S;
+  std::fill(wp, wp + kDirectPackHeader, T(0));
+  wp[0] = T(kDirectPackTag);
+  wp[1] = T(2 * Simd<T>::L);
+  wp[2] = T(len);
+  pack_nhwc<T, 2>(s, [w, Kg, Cg, RS](int64_t g, int64_t k, int64_t c, int64_t t) {
+    return w[((g * Kg + k) * Cg + c) * RS + t];
+  }, wp + kDirectPackHeader);
+}
+
+template <class T>
+void conv_direct_fwd_packed(const ConvShape& s, const T* x, const T* w, const T* wp,
+                            const Epilogue<T>& ep, T* y) {
+  if (!direct_packs<T>(s)) throw std::invalid_argument("packed: this layer has no prepacked direct form");
+  if (wp[0] != T(kDirectPackTag) || wp[1] != T(2 * Simd<T>::L) ||
+      wp[2] != T(nhwc_packed_len<T, 2>(s)))
+    throw std::invalid_argument(
+        "packed: not conv_direct_pack's output for this layer and instruction set (repack "
+        "after set_isa)");
+  fwd_biased(s, x, w, ep, y, wp + kDirectPackHeader);
 }
 
 template <class T>
@@ -1099,6 +1170,10 @@ void conv_direct_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* gw) 
 
 #define FC_INSTANTIATE(T)                                                                  \
   template void conv_direct_fwd<T>(const ConvShape&, const T*, const T*, const Epilogue<T>&, T*); \
+  template int64_t conv_direct_packed_size<T>(const ConvShape&);                                \
+  template void conv_direct_pack<T>(const ConvShape&, const T*, T*);                            \
+  template void conv_direct_fwd_packed<T>(const ConvShape&, const T*, const T*, const T*,       \
+                                          const Epilogue<T>&, T*);                              \
   template void conv_direct_bwd_data<T>(const ConvShape&, const T*, const T*, T*);        \
   template void conv_direct_bwd_weight<T>(const ConvShape&, const T*, const T*, T*);
 FC_INSTANTIATE(float)

@@ -70,7 +70,9 @@ def prepack(w, spec, algo):
 
     ``winograd_f23`` / ``winograd_f43``: a 1-D array of ``w``'s dtype holding the (m+2)^2
     transformed filter matrices; ``direct`` on a 1x1 padding-0 layer: the pointwise
-    kernel's filter panels. The array is a snapshot: later changes to ``w`` are not seen.
+    kernel's filter panels; ``direct`` on a small plane (7 x 7, 14 x 14: its channels-last
+    path): that path's filter panels, tagged with the instruction set that packed them.
+    The array is a snapshot: later changes to ``w`` are not seen.
     """
     if is_winograd(algo):
         w = np.ascontiguousarray(w)
@@ -81,11 +83,35 @@ def prepack(w, spec, algo):
         packed = np.empty(_native.conv_winograd_packed_len(w.shape[0], w.shape[1], m), w.dtype)
         _native.conv_winograd_pack(w, m, packed)
         return packed
-    if algo != "direct" or not _pointwise(spec):
+    if algo != "direct":
         return None
     w = np.ascontiguousarray(w)
+    if not _pointwise(spec):
+        return _direct_prepack(w, spec)
     packed = np.empty(_native.conv_pointwise_packed_size(spec.K, spec.C, spec.groups), w.dtype)
     _native.conv_pointwise_pack(w, packed, spec.groups)
+    return packed
+
+
+def _direct_args(spec, dtype):
+    """One-image x and y of spec's geometry (never touched: the binding reads shapes)."""
+    x = np.empty((1,) + tuple(spec.x_shape[1:]), dtype)
+    y = np.empty((1,) + tuple(spec.y_shape[1:]), dtype)
+    return x, y, spec.stride, spec.padding, spec.dilation, spec.groups
+
+
+def _direct_prepack(w, spec):
+    """The direct kernel's channels-last filter panels for small planes (its other paths
+    have no prepacked form: None). The form is tied to the instruction set that packed it
+    (the kernel refuses it after a set_isa to another)."""
+    if w.dtype not in (np.float32, np.float64) or not hasattr(_native, "conv_direct_pack"):
+        return None
+    x, y, *geo = _direct_args(spec, w.dtype)
+    n = _native.conv_direct_packed_size(x, w, y, *geo)
+    if n == 0:
+        return None
+    packed = np.empty(n, w.dtype)
+    _native.conv_direct_pack(x, w, y, *geo, packed)
     return packed
 
 
@@ -112,6 +138,10 @@ def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None
         if algo == "direct" and _pointwise(spec):
             _native.conv_pointwise_fwd(x, w, packed, b, y, spec.stride, spec.groups, residual,
                                        lo, hi)
+            return y
+        if algo == "direct":
+            _native.conv_direct_fwd_packed(x, w, packed, b, y, spec.stride, spec.padding,
+                                           spec.dilation, spec.groups, residual, lo, hi)
             return y
         if not is_winograd(algo):
             raise ValueError(f"packed: algo {algo!r} has no prepacked form for this layer")
