@@ -53,18 +53,11 @@ constexpr int MR = 6;
 #endif
 constexpr int NR = 2;
 
-// Calling-thread workspace that keeps its largest size between calls: the padded
-// sources are input-sized, and a fresh multi-MB allocation every call costs a page
-// fault per 4 KB on first touch. Freed when the calling thread exits.
+// Slots: 0 the padded / channels-last source, 1 the packed filters (common/workspace.h).
+struct DirectScratch;
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> buf[2];
-  if (buf[slot].size() < n) {
-    buf[slot].clear();
-    buf[slot].shrink_to_fit();
-    buf[slot].resize(n);
-  }
-  return buf[slot].data();
+  return thread_workspace<T, DirectScratch, 2>(slot, n);
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

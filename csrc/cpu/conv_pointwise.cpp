@@ -56,12 +56,12 @@ T* scratch(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-// Calling-thread workspace kept between calls (a fresh multi-MB buffer every call costs a
-// page fault per 4 KB on first touch).
+// Slots: 0 backward-data's transposed filters, 1 a strided pass's dense buffer
+// (common/workspace.h).
+struct PointwiseScratch;
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> buf[3];
-  return scratch(buf[slot], n);
+  return thread_workspace<T, PointwiseScratch, 2>(slot, n);
 }
 
 template <class T, int NW = NV>
@@ -337,7 +337,7 @@ void conv_pointwise_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx)
   g.H = s.P; g.W = s.Q; g.Q = s.Q; g.sh = 1; g.sw = 1; g.dense = true;
   g.x_ns = s.K * PQ; g.x_gs = Kg * PQ;
   g.y_ns = s.C * PQ; g.y_gs = Cg * PQ;
-  T* wt = workspace<T>(1, size_t(s.groups * ceil_div(Cg, MR) * MR * Kg));
+  T* wt = workspace<T>(0, size_t(s.groups * ceil_div(Cg, MR) * MR * Kg));
   pack_a<T>(s.groups, Cg, Kg, [w, Kg, Cg](int64_t gi, int64_t c, int64_t k) {
     return w[(gi * Kg + k) * Cg + c];
   }, wt);
@@ -347,7 +347,7 @@ void conv_pointwise_bwd_data(const ConvShape& s, const T* gy, const T* w, T* gx)
     return;
   }
   // Strided: the product lands on the stride grid; every other pixel gets no gradient.
-  T* dense = workspace<T>(2, size_t(s.N * s.C * PQ));
+  T* dense = workspace<T>(1, size_t(s.N * s.C * PQ));
   product<T>(g, gy, wt, nullptr, none, dense);
   const int64_t planes = s.N * s.C;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, HW))
@@ -416,7 +416,7 @@ void conv_pointwise_bwd_weight(const ConvShape& s, const T* gy, const T* x, T* g
   const T* xs = x;
   int64_t x_ns = s.C * HW;
   if (!(s.sh == 1 && s.sw == 1 && s.P == s.H && s.Q == s.W)) {
-    T* d = workspace<T>(2, size_t(s.N * s.C * PQ));
+    T* d = workspace<T>(1, size_t(s.N * s.C * PQ));
     const int64_t planes = s.N * s.C;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes, PQ))
     for (int64_t pl = 0; pl < planes; ++pl)

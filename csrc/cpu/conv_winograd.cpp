@@ -266,30 +266,15 @@ __attribute__((always_inline)) inline void micro_gemm(int64_t C, const T* __rest
   }
 }
 
-// Rows of V and M are whole vectors apart (ld is a multiple of L), so with a 64-byte
-// aligned base no vector load straddles two cache lines (malloc'd memory is only 16-byte
-// aligned, which made every other V load of the micro-kernel a split load).
-template <class T>
-T* align64(T* p) {
-  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
-  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
-}
-
-// Per-thread workspace (the calling thread's, or an OpenMP worker's) that keeps its
-// largest size between calls: a fresh multi-megabyte allocation every call costs more in
-// page faults (first touch of new pages) than the transform that fills it. Slots:
+// Per-thread workspace (common/workspace.h), 64-byte aligned: rows of V and M are whole
+// vectors apart, so no vector load straddles two cache lines (malloc'd memory is only
+// 16-byte aligned, which made every other V load of the micro-kernel a split load). Slots:
 // 0 U (private mode), 1 the shared V (fused mode), 2 / 3 a thread's own V / M (private)
 // or U / M blocks (fused). Freed when the thread exits. Contents are never assumed.
+struct WinogradScratch;
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> buf[4];
-  constexpr size_t pad = 64 / sizeof(T);
-  if (buf[slot].size() < n + pad) {
-    buf[slot].clear();
-    buf[slot].shrink_to_fit();
-    buf[slot].resize(n + pad);
-  }
-  return align64(buf[slot].data());
+  return thread_workspace<T, WinogradScratch, 4>(slot, n);
 }
 
 

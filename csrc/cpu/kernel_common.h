@@ -7,6 +7,7 @@
 #include "common/parallel.h"
 #include "common/epilogue.h"
 #include "common/shapes.h"
+#include "common/workspace.h"
 
 #ifndef FC_ISA
 #error "kernel sources are compiled by CMake with FC_ISA set"
