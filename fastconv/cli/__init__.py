@@ -53,7 +53,9 @@ def _print_compile_times() -> None:
         reason = _dispatch.backends()["numba"]["reason"]
         print(f"numba compile times: backend unavailable ({reason})")
         return
-    times = mod.compile_times()
+    from .numba_times import compile_times
+
+    times = compile_times()
     print(f"numba first-call times (compile or disk-cache load), {sum(times.values()):.2f} s "
           "in all:")
     for key, sec in sorted(times.items(), key=lambda kv: -kv[1]):
