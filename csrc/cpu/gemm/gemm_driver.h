@@ -117,10 +117,15 @@ struct Micro {
 
   // Only the first R rows of the tile (R <= MR; the panel keeps its MR stride). Row i's
   // sum runs over k in the same order for every R, so the values do not depend on R.
+  // lda == 0: a is a packed panel (element (i, k) at a[k*MR + i]); otherwise A is read in
+  // place, row i at a + i*lda with k contiguous (a plain row-major A, see InPlaceA), with
+  // the same operations in the same order.
   template <int R = MR>
   static inline void compute(int64_t kc, const T* __restrict a, const T* __restrict b,
-                             V (&acc)[MR][kNV]) {
+                             V (&acc)[MR][kNV], int64_t lda = 0) {
     static_assert(R >= 1 && R <= MR, "rows");
+    // Element (i, k) at a + i*ri + k*rk.
+    const int64_t ri = lda ? lda : 1, rk = lda ? 1 : MR;
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
@@ -131,33 +136,7 @@ struct Micro {
       for (int v = 0; v < kNV; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * VL);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
-        const T av = a[i];
-#pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) acc[i][v] += av * bv[v];
-      }
-      a += MR;
-      b += NR;
-    }
-  }
-
-  // The same sums with A read in place: row i of the tile at a + i * lda, k contiguous
-  // (a plain row-major A, see InPlaceA). Same order of operations as compute<MR>.
-  static inline void compute_in_place(int64_t kc, const T* __restrict a, int64_t lda,
-                                      const T* __restrict b, V (&acc)[MR][kNV]) {
-    const T* ar[MR];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) ar[i] = a + i * lda;
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) acc[i][v] = V{};
-    for (int64_t k = 0; k < kc; ++k) {
-      V bv[kNV];
-#pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * VL);
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const T av = ar[i][k];
+        const T av = a[i * ri + k * rk];
 #pragma GCC unroll 4
         for (int v = 0; v < kNV; ++v) acc[i][v] += av * bv[v];
       }
@@ -207,7 +186,7 @@ inline void tile_store(int64_t kc, const T* a, int64_t lda, const T* b, T* C, in
   // A partial row panel (M = 64 or 128 against MR = 14 leaves 8 or 2 rows) runs a
   // shorter kernel instead of multiplying zero rows: 8.6% of those layers' FMAs.
   constexpr int R8 = MR > 8 ? 8 : MR, R4 = MR > 4 ? 4 : MR, R2 = MR > 2 ? 2 : MR;
-  if (lda) M::compute_in_place(kc, a, lda, b, acc);
+  if (lda) M::template compute<MR>(kc, a, b, acc, lda);
   else if (mr == MR) M::template compute<MR>(kc, a, b, acc);
   else if (mr <= R2) M::template compute<R2>(kc, a, b, acc);
   else if (mr <= R4) M::template compute<R4>(kc, a, b, acc);
