@@ -112,6 +112,9 @@ def conv_bench(batch: int, reps: int, algos_wanted, peak: float) -> list[str]:
 
 
 def _serves(algo: str, R: int, stride: int) -> bool:
+    """Whether ``algo`` serves a dense (groups 1) R x R layer of this stride."""
+    if algo == "depthwise":
+        return False  # one input channel per group only (bench/depthwise.py times it)
     return not algo.startswith("winograd") or (R == 3 and stride == 1)
 
 
