@@ -7,10 +7,12 @@
 //
 // Forward is a GEMM whose B operand is the activation as it lies in memory: for stride 1
 // X[n] is already a C x HW row-major matrix, so the micro-kernel reads its rows directly
-// (no im2col copy, no packing of the activation). Only the filters are packed, MR rows at a
-// time ([kb][c][MR], zero rows past K), so each reduction step is MR broadcasts from one
-// cache line; that pack is K*C elements, small next to the activation, and fastconv.compile
-// can do it once (conv_pointwise_pack + the `wp` argument).
+// (no im2col copy, no packing of the activation). The filters are read in place too: each
+// reduction step broadcasts one value from each of MR filter rows (only a ragged last block
+// of fewer than MR filters is copied, zero-padded). Packing them ([kb][c][MR], MR
+// broadcasts from one cache line) cost a pass over every filter value per call, as much as
+// the FMAs a batch-1 7 x 7 or 14 x 14 layer does with it; fastconv.compile still packs them
+// once (conv_pointwise_pack + the `wp` argument), with bitwise the same sums.
 //
 // Stride s > 1: the output columns read every s-th pixel of every s-th row. Two loads and a
 // permute per vector would have to be redone by every MR-row filter block (K/MR times per
