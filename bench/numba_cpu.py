@@ -13,7 +13,7 @@ the minimum) of ``--repeat`` round-robin rounds after one warm-up, every candida
 running once per round. Reported: ms, GFLOP/s, % of the machine peak (fastconv's FMA-chain
 micro-benchmark for the ISA in use, fastconv.benchmark.peak), the ratio of throughput to PyTorch, a
 "Numba vs C++ per algorithm" table and the first-call (JIT compile / cache load) times
-from ``numba_cpu.compile_times()``.
+from ``fastconv.cli.numba_times.compile_times()``.
 
 With more than one thread every timed call starts after a pause (``--quiesce``, default
 0.2 s): the idle worker threads of numba's, libgomp's and OpenBLAS's pools busy-wait after
@@ -109,7 +109,9 @@ def main(argv=None):
           f"{peak:.1f} GFLOP/s\n")
 
     # First calls: JIT compilation, or loading numba's disk cache if it is warm.
-    first = numba_cpu.compile_times(measure=True)
+    from fastconv.cli.numba_times import compile_times
+
+    first = compile_times(measure=True)
 
     rows = []  # (layer, backend, algo, ms, gflops, ratio)
     for name, C, K, HW, stride in layers:

@@ -54,7 +54,7 @@ def batch_chunk(per_image: int, n: int, budget: int = 1 << 22) -> int:
 @kernel
 def start_runtime(a):
     """A trivial parallel kernel: its first call starts numba's thread pool, a one-off
-    cost that ``compile_times`` reports on its own rather than charging it to whichever
-    kernel family happens to run first."""
+    cost that ``fastconv.cli.numba_times.compile_times`` reports on its own rather than
+    charging it to whichever kernel family happens to run first."""
     for i in prange(a.shape[0]):
         a[i] = 0
