@@ -174,3 +174,19 @@ def threads():
 import fastconv as _fastconv  # noqa: E402
 
 FASTCONV_PATH = os.path.dirname(os.path.dirname(os.path.abspath(_fastconv.__file__)))
+
+
+def random_bn_stats(model, seed=0):
+    """Gives every BatchNorm2d of ``model`` non-trivial running statistics and affine
+    parameters, so that a folding mistake in a compiled model shows."""
+    from fastconv import nn
+
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            C = m.num_features
+            m.running_mean[...] = 0.1 * rng.standard_normal(C)
+            m.running_var[...] = rng.uniform(0.5, 1.5, C)
+            m.weight.data[...] = rng.uniform(0.5, 1.5, C)
+            m.bias.data[...] = 0.1 * rng.standard_normal(C)
+    return model

@@ -12,26 +12,13 @@ from fastconv import models, nn
 from fastconv.benchmark.network import build_network
 from fastconv.engine import compiler as E
 
-from conftest import requires_torch, torch
+from conftest import random_bn_stats, requires_torch, torch
 
 RTOL = 1e-4
 
 
 def _rel(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
-
-
-def _random_bn(model, seed=0):
-    """Non-trivial batch-norm statistics, so a folding mistake shows."""
-    rng = np.random.default_rng(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            C = m.num_features
-            m.running_mean[...] = 0.1 * rng.standard_normal(C)
-            m.running_var[...] = rng.uniform(0.5, 1.5, C)
-            m.weight.data[...] = rng.uniform(0.5, 1.5, C)
-            m.bias.data[...] = 0.1 * rng.standard_normal(C)
-    return model
 
 
 class Square(nn.Module):
@@ -66,7 +53,7 @@ CASES = {
 def _case(name, seed=0):
     factory, shape = CASES[name]
     nn.init.manual_seed(seed)
-    m = _random_bn(factory(), seed).eval()
+    m = random_bn_stats(factory(), seed).eval()
     x = np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32)
     return m, x
 
@@ -216,7 +203,7 @@ def test_unbatched_input():
 def test_float64_model():
     m = nn.Sequential(nn.Conv2d(2, 3, 3, dtype=np.float64), nn.BatchNorm2d(3, dtype=np.float64),
                       nn.ReLU())
-    _random_bn(m)
+    random_bn_stats(m)
     m.eval()
     x = np.random.default_rng(0).standard_normal((2, 2, 7, 7))
     cm = fc.compile(m)
@@ -376,7 +363,7 @@ def test_inverted_residual_layout_is_fused():
         def forward(self, v):
             return v + self.conv(v)
 
-    m = _random_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), InvertedResidual(8, 4),
+    m = random_bn_stats(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), InvertedResidual(8, 4),
                                  InvertedResidual(8, 2))).eval()
     x = np.random.default_rng(0).standard_normal((2, 3, 10, 10)).astype(np.float32) * 3
     cm = fc.compile(m)

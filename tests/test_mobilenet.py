@@ -13,7 +13,7 @@ import fastconv.io
 import fastconv.optim
 from fastconv import nn
 from fastconv.models import mobilenet_v2
-from conftest import HAVE_TORCH, assert_close, randn, requires_torch
+from conftest import HAVE_TORCH, assert_close, randn, random_bn_stats, requires_torch
 
 if HAVE_TORCH:
     import torch
@@ -228,20 +228,6 @@ def test_activation_errors_and_repr():
 
 
 # ------------------------------------------------------------------ fastconv.compile
-def _random_stats(model, seed):
-    """Non-trivial batch-norm statistics and affine parameters, so a folding mistake in
-    the compiled model shows."""
-    rng = np.random.default_rng(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            C = m.num_features
-            m.running_mean[...] = 0.1 * rng.standard_normal(C)
-            m.running_var[...] = rng.uniform(0.5, 1.5, C)
-            m.weight.data[...] = rng.uniform(0.5, 1.5, C)
-            m.bias.data[...] = 0.1 * rng.standard_normal(C)
-    return model
-
-
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 40, 56)], ids=["n2_64", "n1_40x56"])
 def test_compiled_matches_eager(shape):
     """fastconv.compile on the whole eval-mode model: the logits match eager within float32
@@ -251,7 +237,7 @@ def test_compiled_matches_eager(shape):
     from fastconv.engine import compiler as E
 
     nn.init.manual_seed(3)
-    m = _random_stats(mobilenet_v2(num_classes=10), 3).eval()
+    m = random_bn_stats(mobilenet_v2(num_classes=10), 3).eval()
     x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
     with nn.no_grad():
         eager = m(x)
