@@ -494,33 +494,42 @@ void bwd_weight_nhwc(const ConvShape& s, const T* gy, const T* x, T* gw) {
   }
 }
 
-// Channels-last forward: a tile of FMP pixels of one output row times KV vectors of
-// filters, reduced over every run's columns: per column, KV weight-vector loads and FMP
+// Channels-last forward: a tile of FMP consecutive output pixels of one image (in P x Q
+// order, so a tile may wrap onto the next output row) times KV vectors of filters,
+// reduced over every run's columns: per column, KV weight-vector loads and FMP
 // broadcasts for KV*FMP FMAs. Unlike the wide-row kernel it computes no padding columns,
-// which on 7 x 7 and 14 x 14 images are a quarter / an eighth of the wide grid.
-constexpr int FMP = 7;  // 14 accumulators at KV = 2; every ResNet width is a multiple of 7
+// which on 7 x 7 and 14 x 14 images are a quarter / an eighth of the wide grid. Each
+// pixel has its own source offset (pix[i]), so the tile need not fit in one row.
+// FMP * KV accumulators + KV weight vectors + one broadcast must fit the register file:
+// AVX2's 16 ymm take 6 x 2 (7 x 2 spilled an accumulator through the stack every
+// step, which halved the kernel's speed); AVX-512's 32 zmm take 12 x 2.
+#if defined(FC_ISA_avx512)
+constexpr int FMP = 12;
+#else
+constexpr int FMP = 6;
+#endif
 
 template <class T, int KV, int MP>
-void fwd_tile(int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* __restrict wk,
-              T* __restrict out) {
+void fwd_tile(int64_t nruns, const Run* runs, const T* xb, const int64_t* pix,
+              const T* __restrict wk, T* __restrict out) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L, KT = KV * L;
   V a[MP][KV];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < MP; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < KV; ++v) a[i][v] = V{};
   for (int64_t e = 0; e < nruns; ++e) {
     const T* xi[MP];
-#pragma GCC unroll 8
-    for (int i = 0; i < MP; ++i) xi[i] = xb + runs[e].off + i * xq;
+#pragma GCC unroll 16
+    for (int i = 0; i < MP; ++i) xi[i] = xb + runs[e].off + pix[i];
     const int64_t nc = runs[e].ncols;
     for (int64_t j = 0; j < nc; ++j, wk += KT) {
       V wv[KV];
 #pragma GCC unroll 2
       for (int v = 0; v < KV; ++v) wv[v] = S::load(wk + v * L);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int i = 0; i < MP; ++i) {
         const V b = S::splat(xi[i][j]);
 #pragma GCC unroll 2
@@ -528,19 +537,19 @@ void fwd_tile(int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* 
       }
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < MP; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < KV; ++v) S::store(out + i * KT + v * L, a[i][v]);
 }
 
 template <class T, int KV, int MP = FMP>
-void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, int64_t xq, const T* wk,
-                T* out) {
+void fwd_tile_n(int mp, int64_t nruns, const Run* runs, const T* xb, const int64_t* pix,
+                const T* wk, T* out) {
   if constexpr (MP > 1) {
-    if (mp < MP) return fwd_tile_n<T, KV, MP - 1>(mp, nruns, runs, xb, xq, wk, out);
+    if (mp < MP) return fwd_tile_n<T, KV, MP - 1>(mp, nruns, runs, xb, pix, wk, out);
   }
-  fwd_tile<T, KV, MP>(nruns, runs, xb, xq, wk, out);
+  fwd_tile<T, KV, MP>(nruns, runs, xb, pix, wk, out);
 }
 
 // y = ep(conv(x, w)) (bias, residual, clamp: epilogue.h) for the shape s (any stride, dilation, groups), with the filters
@@ -605,36 +614,36 @@ void fwd_nhwc(const ConvShape& s, const T* x, WFn wfn, const Epilogue<T>& ep, T*
     wp = buf;
   }
   const int nth = num_threads();
-  const int64_t rows = N * P;
-  const int64_t RBn = std::min<int64_t>(rows, ceil_div(4 * nth, G * KTn));
-  const int64_t tasks = G * KTn * RBn, PQ = P * Q;
+  // Tiles of FMP pixels per image; a task is a range of them for one filter block.
+  const int64_t PQ = P * Q, TQ = ceil_div(PQ, FMP), tiles = N * TQ;
+  const int64_t RBn = std::min<int64_t>(tiles, ceil_div(4 * nth, G * KTn));
+  const int64_t tasks = G * KTn * RBn;
   const int64_t xrow = xg.Wq * Cg, xq = Cg;
   const bool post = ep.has_post();
-#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * Q * ceil_div(rows, RBn)))
+#pragma omp parallel num_threads(threads_for(tasks, 2 * KT * ncol * FMP * ceil_div(tiles, RBn)))
   {
     alignas(64) T out[FMP * KT];
+    int64_t pix[FMP];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t rb = task % RBn, kt = task / RBn % KTn, g = task / (RBn * KTn);
       const T* wk = wp + (g * KTn + kt) * ncol * KT;
       const int64_t kv = std::min<int64_t>(KT, Kg - kt * KT);
-      for (int64_t rr = rows * rb / RBn; rr < rows * (rb + 1) / RBn; ++rr) {
-        const int64_t n = rr / P, p = rr % P;
-        const T* xr = xt + g * x_g + n * xg.img + p * xrow;
-        for (int64_t q0 = 0; q0 < Q; q0 += FMP) {
-          const int mp = static_cast<int>(std::min<int64_t>(FMP, Q - q0));
-          fwd_tile_n<T, KV>(mp, nruns, runs.data(), xr + q0 * xq, xq, wk, out);
-          for (int64_t kk = 0; kk < kv; ++kk) {
-            const int64_t k = g * Kg + kt * KT + kk;
-            const int64_t at = (n * s.K + k) * PQ + p * Q + q0;
-            T* dst = y + at;
-            const T b = ep.bias ? ep.bias[k] : T(0);
-            if (post) {  // the whole output stage in the store (epilogue.h)
-              const T* rs = ep.residual ? ep.residual + at : nullptr;
-              for (int i = 0; i < mp; ++i) dst[i] = ep.act(out[i * KT + kk] + b + (rs ? rs[i] : T(0)));
-            } else {
-              for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
-            }
+      for (int64_t tt = tiles * rb / RBn; tt < tiles * (rb + 1) / RBn; ++tt) {
+        const int64_t n = tt / TQ, j0 = tt % TQ * FMP;
+        const int mp = static_cast<int>(std::min<int64_t>(FMP, PQ - j0));
+        for (int i = 0; i < mp; ++i) pix[i] = (j0 + i) / Q * xrow + (j0 + i) % Q * xq;
+        fwd_tile_n<T, KV>(mp, nruns, runs.data(), xt + g * x_g + n * xg.img, pix, wk, out);
+        for (int64_t kk = 0; kk < kv; ++kk) {
+          const int64_t k = g * Kg + kt * KT + kk;
+          const int64_t at = (n * s.K + k) * PQ + j0;
+          T* dst = y + at;
+          const T b = ep.bias ? ep.bias[k] : T(0);
+          if (post) {  // the whole output stage in the store (epilogue.h)
+            const T* rs = ep.residual ? ep.residual + at : nullptr;
+            for (int i = 0; i < mp; ++i) dst[i] = ep.act(out[i * KT + kk] + b + (rs ? rs[i] : T(0)));
+          } else {
+            for (int i = 0; i < mp; ++i) dst[i] = out[i * KT + kk] + b;
           }
         }
       }
