@@ -39,25 +39,25 @@ where the amount of independent work depends on it.
   batch 1 (49 tiles) direct 2.3 ms vs F(4,3) 3.3 ms; 512@7x7 batch 8 (32 tiles) F(4,3)
   14.9 ms vs direct 23.7 ms; 256@14x14 batch 8 F(4,3) 11.5 ms vs im2col 20.5 ms.
 * With the filters prepacked (``fastconv.compile``: the Winograd filter transform done
-  once), F(4,3) takes every wide layer from 16 tiles. Measured as below (ms, batch 1,
-  F(4,3) prepacked vs the best other): 64@56x56 1.47 vs 1.99, 128@28x28 1.46 vs 2.04,
-  256@14x14 1.84 vs 2.32; 512@7x7 (4 tiles) 4.63 vs 4.62.
+  once), F(4,3) takes every wide layer from 32 tiles. Measured as below (ms, batch 1,
+  F(4,3) prepacked vs the direct kernel's prepacked channels-last panels): 64@56x56
+  (196 tiles) 1.65 vs 2.13, 128@28x28 (49) 1.58 vs 2.21, but 256@14x14 (16) 2.27 vs 2.10
+  and 512@7x7 (4) 4.66 vs 2.26; batch 8 512@7x7 (32) 7.6 vs 16.1.
 * Forward passes at batch <= 8 (``_small_batch_gemm``) take the im2col GEMM on strided
-  1x1 layers and strided larger kernels with >= 16 channels (not the stem) where the
-  product has at most 4096 columns or >= 128 channels. (Expanding 1x1 layers, K = 4 C,
-  are 10-20% faster on the GEMM alone, but in ResNet-50 they carry the fused residual,
-  which the pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct
-  vs 2.46 ms im2col.) With one image there are few columns, and the GEMM reads the filters in
-  place (gemm_driver.h) and splits filter rows across the threads; the strided
-  pointwise path gathers per column tile and the direct kernel packs the filters per
-  call. Measured as above (ms, im2col vs direct): batch 1 3x3/2 256->512@14 1.68 vs
-  2.61, 1x1/2 256->512@14 0.25 vs 0.39; batch 8 3x3/2
-  256->256@28 22.1 vs 31.3, 1x1/2 64->128@56 2.1 vs 3.4; but batch 8 3x3/2 64->128@56
-  (6272 columns, 64 channels) 13.5 vs 11.3, hence the column / channel bar. Stride-1
-  layers with >= 256 channels on at most 256 output columns (the GEMM's in-place regime)
-  take it too: batch 1 512@7x7 3.70 vs direct 4.98, 256@14x14 3.27 vs F(4,3) 3.84 and
-  direct 3.87 (quiet machine, same method). Batch 16
-  keeps the rules measured there.
+  1x1 layers, and, with the filters given per call, on larger kernels with >= 16
+  channels whose output has at most 64 columns over the batch (``N * P * Q``; one image
+  at 7x7). The direct kernel's channels-last path packs every filter value per call,
+  about as much work as computing ~50 output pixels, while the GEMM reads the filters in
+  place (gemm_driver.h) and splits filter rows across the threads; from two images at
+  7x7 the direct kernel is ahead. Measured as above (ms, im2col vs direct, weights per
+  call): batch 1 512@7x7 3.10 vs 3.32, 3x3/2 512->512@14 3.29 vs 3.65; batch 2 512@7x7
+  6.07 vs 5.61; batch 1 256@14x14 2.82 vs 2.12, 3x3/2 128->256@28 1.66 vs 1.25; batch 8
+  3x3/2 256->512@14 11.4 vs 9.5. With prepacked filters the direct kernel takes them
+  all (batch 1 512@7x7 2.07 vs 3.10). (Expanding 1x1 layers, K = 4 C, are 10-20% faster
+  on the GEMM alone, but in ResNet-50 they carry the fused residual, which the
+  pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct vs
+  2.46 ms im2col.) Strided 1x1, as above: batch 1 1x1/2 256->512@14 0.25 vs 0.39, batch
+  8 1x1/2 64->128@56 2.1 vs 3.4. Batch 16 keeps the rules measured there.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -86,15 +86,13 @@ _MIN_WINOGRAD_CHANNELS = 16
 # fewer tiles.
 _MIN_WINOGRAD_TILES = 64
 _MIN_WINOGRAD_TILES_DEEP = 32
-_MIN_WINOGRAD_TILES_PREPACKED = 16
+_MIN_WINOGRAD_TILES_PREPACKED = 32
 _DEEP_CHANNELS = 256
 # Small-batch forward rules for the im2col GEMM (_small_batch_gemm).
 _SMALL_BATCH = 8
-_MIN_GEMM_STRIDED_CHANNELS = 16
-_DEEP_STRIDED_CHANNELS = 128
-_MAX_STRIDED_GEMM_COLS = 4096
-# gemm_driver.h kInPlaceCols panels of 16 columns (AVX2).
-_MAX_IN_PLACE_GEMM_COLS = 256
+_MIN_GEMM_CHANNELS_SMALL_BATCH = 16
+# Output columns (N * P * Q) up to which a per-call filter pack outweighs its use.
+_MAX_PACK_BOUND_COLS = 64
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
@@ -144,7 +142,7 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str],
         return "direct" if "direct" in candidates else candidates[0]
     if "direct" not in candidates:
         return "im2col"
-    return "im2col" if _im2col_wins(op, spec, Cg) else "direct"
+    return "im2col" if _im2col_wins(op, spec, Cg, prepacked) else "direct"
 
 
 def _winograd_tiles(spec) -> int:
@@ -164,22 +162,16 @@ def _winograd_pays(spec, prepacked: bool = False) -> bool:
     return tiles >= (_MIN_WINOGRAD_TILES_DEEP if deep else _MIN_WINOGRAD_TILES)
 
 
-def _small_batch_gemm(op: str, spec, Cg: int) -> bool:
+def _small_batch_gemm(op: str, spec, Cg: int, prepacked: bool = False) -> bool:
     """Forward passes at batch <= ``_SMALL_BATCH`` that the im2col GEMM serves best (see
-    the module notes): strided 1x1 layers, strided larger kernels past the stem's few
-    channels, and deep larger kernels on at most 256 output columns."""
+    the module notes): strided 1x1 layers, and, unless the filters are prepacked, larger
+    kernels on so few output columns that packing the filters per call would dominate."""
     if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
         return False
-    strided = tuple(spec.stride) != (1, 1)
     if _pointwise(spec):
-        return strided
-    cols = spec.N * spec.P * spec.Q
-    if not strided:
-        # Deep layers on a few columns (512@7x7 at batch 1): the GEMM reads the filters in
-        # place where the direct kernel repacks them per call.
-        return Cg >= _DEEP_CHANNELS and cols <= _MAX_IN_PLACE_GEMM_COLS
-    return Cg >= _MIN_GEMM_STRIDED_CHANNELS and (
-        Cg >= _DEEP_STRIDED_CHANNELS or cols <= _MAX_STRIDED_GEMM_COLS)
+        return tuple(spec.stride) != (1, 1)
+    return not prepacked and Cg >= _MIN_GEMM_CHANNELS_SMALL_BATCH and \
+        spec.N * spec.P * spec.Q <= _MAX_PACK_BOUND_COLS
 
 
 def _pointwise(spec) -> bool:
@@ -188,10 +180,10 @@ def _pointwise(spec) -> bool:
         tuple(getattr(spec, "padding_end", (0, 0))) == (0, 0)
 
 
-def _im2col_wins(op: str, spec, Cg: int) -> bool:
+def _im2col_wins(op: str, spec, Cg: int, prepacked: bool = False) -> bool:
     if spec.groups > 1 and Cg == 1:
         return False  # depthwise: a GEMM of one row per group
-    if _small_batch_gemm(op, spec, Cg):
+    if _small_batch_gemm(op, spec, Cg, prepacked):
         return True
     if _pointwise(spec) and op in ("conv2d_forward", "conv2d_backward_data"):
         return False  # the pointwise kernel: no copy of the activation, filters x columns

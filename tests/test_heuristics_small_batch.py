@@ -1,10 +1,10 @@
 """The native heuristic's batch-size-aware decisions (fastconv/_heuristics.py, issue 13):
 1x1 padding-0 layers run on the pointwise kernel (``direct``) for the data gradient at
 every batch size and for the forward pass except, at batch <= 8, strided ones, which
-take the im2col GEMM, as do strided 3x3 forward passes at small
-batch past the stem; Winograd F(4,3) needs enough 4x4 output tiles over the batch (fewer
-on deep layers), so batch 1 and 2 at 7x7 take ``direct``; the dispatcher reaches these
-choices through ``algo="auto"``."""
+take the im2col GEMM, as do larger kernels with filters given per call on at most 64
+output columns over the batch (one image at 7x7); Winograd F(4,3) needs enough 4x4
+output tiles over the batch (fewer on deep layers or with prepacked filters); the
+dispatcher reaches these choices through ``algo="auto"``."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,28 +36,31 @@ def test_pointwise_layers(n, op, c, hw, k, stride):
 
 
 @pytest.mark.parametrize("n,c,hw,k,want", [
-    (1, 64, 56, 128, "im2col"), (1, 256, 14, 512, "im2col"), (8, 128, 28, 256, "im2col"),
-    (8, 64, 56, 128, "direct"), (8, 128, 56, 128, "im2col"), (16, 256, 14, 512, "direct"),
-    (1, 3, 224, 64, "direct"), (8, 8, 32, 16, "direct")])
+    (1, 64, 56, 128, "direct"), (1, 256, 14, 512, "im2col"), (1, 512, 14, 512, "im2col"),
+    (2, 256, 14, 512, "direct"), (8, 128, 28, 256, "direct"), (8, 64, 56, 128, "direct"),
+    (8, 128, 56, 128, "direct"), (16, 256, 14, 512, "direct"), (1, 3, 224, 64, "direct"),
+    (1, 8, 14, 16, "direct")])
 def test_strided_3x3_forward_at_small_batch(n, c, hw, k, want):
-    """Strided 3x3 forward passes take the GEMM at batch <= 8 with >= 16 channels, when
-    the product is narrow (<= 4096 columns) or deep (>= 128 channels); the 7x7 stem and
-    thin layers stay direct, and so does every backward pass."""
+    """Strided 3x3 forward passes take the GEMM at batch <= 8 with >= 16 channels only on
+    at most 64 output columns (one image at 7x7), and only with the filters given per
+    call; the stem and thin layers stay direct, and so does every backward pass."""
     r = 7 if c == 3 else 3
     s = _spec(n, c, hw, k, r, 2, padding=r // 2)
     assert pick("native", "conv2d_forward", s, "float32", TWO) == want
+    assert pick("native", "conv2d_forward", s, "float32", TWO, prepacked=True) == "direct"
     sb = _spec(n, c, hw, k, r, 2, padding=r // 2, op="conv2d_backward_weight")
     assert pick("native", "conv2d_backward_weight", sb, "float32", TWO) == "direct"
 
 
 @pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data"])
 @pytest.mark.parametrize("n,hw,want", [
-    (1, 56, "winograd_f43"), (1, 28, "winograd_f43"), (1, 14, "im2col"),
-    (1, 7, "im2col"), (2, 14, "winograd_f43"), (2, 7, "im2col"), (4, 7, "im2col"),
+    (1, 56, "winograd_f43"), (1, 28, "winograd_f43"), (1, 14, "direct"),
+    (1, 7, "im2col"), (2, 14, "winograd_f43"), (2, 7, "direct"), (4, 7, "direct"),
     (8, 7, "winograd_f43"), (16, 7, "winograd_f43"), (16, 56, "winograd_f43")])
 def test_winograd_needs_tiles(op, n, hw, want):
-    """256 channels: F(4,3) from 32 tiles; below, the forward pass on at most 256 columns
-    takes the GEMM (filters read in place) and the data gradient stays direct."""
+    """256 channels: F(4,3) from 32 tiles; below, the forward pass on at most 64 columns
+    takes the GEMM (filters read in place), else direct, and the data gradient stays
+    direct."""
     s = _spec(n, 256, hw, 256, 3, padding=1, op=op)
     if want == "im2col" and op != "conv2d_forward":
         want = "direct"
@@ -79,7 +82,7 @@ def test_padded_1x1_is_not_pointwise():
     assert pick("native", "conv2d_forward", s, "float32", TWO) == "im2col"
 
 
-@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "direct"), (4, 7, 3, "direct"),
+@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "im2col"), (4, 7, 3, "direct"),
                                          (16, 7, 3, "winograd_f43"), (1, 14, 1, "direct")])
 def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     """The dispatcher's algo="auto" choice (no autotune runner) is the heuristic's, and
@@ -97,11 +100,13 @@ def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     assert np.max(np.abs(y - ref)) <= 1e-4 * np.max(np.abs(ref))
 
 
-@pytest.mark.parametrize("n,c,hw,want", [(1, 128, 28, "winograd_f43"), (1, 64, 14, "winograd_f43"),
-                                         (1, 512, 7, "im2col"), (2, 512, 7, "im2col")])
+@pytest.mark.parametrize("n,c,hw,want", [(1, 128, 28, "winograd_f43"), (1, 64, 28, "winograd_f43"),
+                                         (1, 256, 14, "direct"), (1, 512, 7, "direct"),
+                                         (2, 512, 7, "direct"), (8, 512, 7, "winograd_f43")])
 def test_prepacked_filters_lower_the_winograd_bar(n, c, hw, want):
-    """With the filter transform done once (fastconv.compile), F(4,3) pays from 16 tiles
-    on any layer with >= 16 channels; the data gradient is never prepacked."""
+    """With the filter transform done once (fastconv.compile), F(4,3) pays from 32 tiles
+    on any layer with >= 16 channels, and below that the direct kernel's prepacked panels
+    beat the GEMM; the data gradient is never prepacked."""
     s = _spec(n, c, hw, c, 3, padding=1)
     assert pick("native", "conv2d_forward", s, "float32", EVERY, prepacked=True) == want
     if want == "winograd_f43" and c < 256:
