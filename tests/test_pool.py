@@ -79,6 +79,44 @@ def test_max_pool(backend, dtype, case):
         np.testing.assert_array_equal(idx, tidx.numpy())
 
 
+@pytest.mark.parametrize("backend,dtype,case", params(MAX_CASES))
+def test_max_pool_without_indices(backend, dtype, case):
+    """Without indices (inference) row strides 1 and 2 take their own row kernels: the
+    values must be the indexed path's and PyTorch's, NaN windows included."""
+    name, xs, kw = case
+    x = randn(xs, dtype)
+    x.reshape(-1)[::5] = np.nan
+    y = fc.max_pool2d(x, **kw, backend=backend)
+    ey, _ = fc.max_pool2d(x, **kw, return_indices=True, backend=backend)
+    np.testing.assert_array_equal(y, ey)
+    if HAVE_TORCH and xs[0] != 0:
+        np.testing.assert_array_equal(y, F.max_pool2d(_t(x), **kw).numpy())
+
+
+# (row width, kernel, stride, padding, dilation); windows wider than the padded row are
+# left out (PyTorch rejects them).
+ROW_KERNEL_CASES = [(w,) + c for w in (1, 2, 3, 5, 8, 16, 17, 31, 112)
+                    for c in [(3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (5, 2, 2, 1),
+                              (3, 2, 1, (2, 1)), (1, 2, 0, 1), (4, 1, 2, 1)]
+                    if w + 2 * c[2] >= c[0]]
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch as the oracle")
+@pytest.mark.parametrize("w,k,stride,pad,dil", ROW_KERNEL_CASES)
+def test_max_pool_row_kernels_awkward_widths(w, k, stride, pad, dil):
+    """The inference row kernels over awkward row widths, strides, paddings and a
+    vertical dilation, with and without NaN, against PyTorch."""
+    rng = np.random.default_rng(w * 31 + k)
+    h = max(k, 5)
+    for nan in (False, True):
+        x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+        if nan:
+            x.reshape(-1)[::7] = np.nan
+        kw = dict(kernel_size=k, stride=stride, padding=pad, dilation=dil)
+        np.testing.assert_array_equal(fc.max_pool2d(x, **kw),
+                                      F.max_pool2d(_t(x), **kw).numpy())
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_max_pool_nan_and_neg_inf(backend):
     x = np.array([[[[1.0, np.nan, 3.0, np.nan], [-np.inf, -np.inf, -np.inf, -np.inf]]]],
