@@ -120,6 +120,28 @@ def test_in_place_a_equals_packed_a(isa, dtype, M, N, K, restore_isa):
     assert np.max(np.abs(wide - want)) / np.max(np.abs(want)) <= _tol(dtype, K)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_ragged", [1, 5, 8])
+def test_half_width_last_panel(isa, dtype, n_ragged, restore_isa):
+    """A last column panel of at most one vector runs a half-width kernel (a 7 x 7
+    image's 49th column): its columns must equal those of a product whose last panel is
+    full, bitwise."""
+    if not _supported(isa):
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    _native.set_num_threads(1)
+    r = rng(n_ragged)
+    M, K = 50, 300
+    a = r.standard_normal((M, K)).astype(dtype)
+    b = r.standard_normal((K, 64)).astype(dtype)
+    full = np.zeros((M, 64), dtype)
+    GEMM[dtype](a, b, full)
+    n = 48 + n_ragged
+    part = np.zeros((M, n), dtype)
+    GEMM[dtype](a, np.ascontiguousarray(b[:, :n]), part)
+    np.testing.assert_array_equal(part, full[:, :n])
+
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="inner dimensions"):
         _native.sgemm(np.ones((3, 4), np.float32), np.ones((5, 6), np.float32),

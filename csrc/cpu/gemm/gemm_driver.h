@@ -120,10 +120,14 @@ struct Micro {
   // lda == 0: a is a packed panel (element (i, k) at a[k*MR + i]); otherwise A is read in
   // place, row i at a + i*lda with k contiguous (a plain row-major A, see InPlaceA), with
   // the same operations in the same order.
-  template <int R = MR>
+  // NV < kNV: only the first NV vectors of each row (a ragged last column panel of at
+  // most NV * VL columns), which halves the FMAs a 7 x 7 image's 49th column costs; the
+  // panel keeps its NR stride and the other accumulators are left zero.
+  template <int R = MR, int NV = kNV>
   static inline void compute(int64_t kc, const T* __restrict a, const T* __restrict b,
                              V (&acc)[MR][kNV], int64_t lda = 0) {
     static_assert(R >= 1 && R <= MR, "rows");
+    static_assert(NV >= 1 && NV <= kNV, "vectors");
     // Element (i, k) at a + i*ri + k*rk.
     const int64_t ri = lda ? lda : 1, rk = lda ? 1 : MR;
 #pragma GCC unroll 16
@@ -131,14 +135,14 @@ struct Micro {
 #pragma GCC unroll 4
       for (int v = 0; v < kNV; ++v) acc[i][v] = V{} ;
     for (int64_t k = 0; k < kc; ++k) {
-      V bv[kNV];
+      V bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < kNV; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * VL);
+      for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const V*>(b + v * VL);
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const T av = a[i * ri + k * rk];
 #pragma GCC unroll 4
-        for (int v = 0; v < kNV; ++v) acc[i][v] += av * bv[v];
+        for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
       }
       b += NR;
     }
@@ -173,6 +177,23 @@ struct Micro {
   }
 };
 
+// acc = the tile's products over kc, its first NV vectors per row (see compute).
+// A partial row panel (M = 64 or 128 against MR = 14 leaves 8 or 2 rows) runs a
+// shorter kernel instead of multiplying zero rows: 8.6% of those layers' FMAs.
+template <int NV, class T, class V>
+inline void multiply(int64_t kc, const T* a, int64_t lda, const T* b, int mr,
+                     V (&acc)[Micro<T>::MR][kNV]) {
+  using M = Micro<T>;
+  constexpr int MR = M::MR;
+  constexpr int R8 = MR > 8 ? 8 : MR, R4 = MR > 4 ? 4 : MR, R2 = MR > 2 ? 2 : MR;
+  if (lda) M::template compute<MR, NV>(kc, a, b, acc, lda);
+  else if (mr == MR) M::template compute<MR, NV>(kc, a, b, acc);
+  else if (mr <= R2) M::template compute<R2, NV>(kc, a, b, acc);
+  else if (mr <= R4) M::template compute<R4, NV>(kc, a, b, acc);
+  else if (mr <= R8) M::template compute<R8, NV>(kc, a, b, acc);
+  else M::template compute<MR, NV>(kc, a, b, acc);
+}
+
 // a: the packed panel (lda == 0), or, for a full panel (mr == MR) of an A read in
 // place, row i0's first element with rows lda apart.
 template <class T, class ColMap>
@@ -183,15 +204,8 @@ inline void tile_store(int64_t kc, const T* a, int64_t lda, const T* b, T* C, in
   using V = typename M::V;
   constexpr int MR = M::MR, NR = M::NR;
   V acc[MR][kNV];
-  // A partial row panel (M = 64 or 128 against MR = 14 leaves 8 or 2 rows) runs a
-  // shorter kernel instead of multiplying zero rows: 8.6% of those layers' FMAs.
-  constexpr int R8 = MR > 8 ? 8 : MR, R4 = MR > 4 ? 4 : MR, R2 = MR > 2 ? 2 : MR;
-  if (lda) M::template compute<MR>(kc, a, b, acc, lda);
-  else if (mr == MR) M::template compute<MR>(kc, a, b, acc);
-  else if (mr <= R2) M::template compute<R2>(kc, a, b, acc);
-  else if (mr <= R4) M::template compute<R4>(kc, a, b, acc);
-  else if (mr <= R8) M::template compute<R8>(kc, a, b, acc);
-  else M::template compute<MR>(kc, a, b, acc);
+  if (nr <= M::VL) multiply<1>(kc, a, lda, b, mr, acc);
+  else multiply<kNV>(kc, a, lda, b, mr, acc);
   const int64_t o0 = off(j0);
   const bool contiguous = off(j0 + nr - 1) - o0 == nr - 1;
   if (nr == NR && contiguous) {
