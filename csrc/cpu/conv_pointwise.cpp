@@ -71,6 +71,8 @@ using Acc = typename Simd<T>::V[MR][NW];
 
 // acc[i][t] = sum_{c < cn} w(i, c) * src[c*cs + t*L ...], t < NW vectors, where w(i, c)
 // is wp[c*MR + i] (packed panel, wld == 0) or wp[i*wld + c] (filter rows in place).
+constexpr int64_t kPrefetchRows = 4;
+
 template <class T, int NW>
 inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __restrict wp,
                   int64_t wld, Acc<T, NW>& acc) {
@@ -84,6 +86,10 @@ inline void micro(int64_t cn, const T* __restrict src, int64_t cs, const T* __re
   // Element (i, c) at wp + i * ri + c * rc.
   const int64_t ri = wld ? wld : 1, rc = wld ? 1 : MR;
   for (int64_t c = 0; c < cn; ++c) {
+    // Each step reads a new activation row (cs apart): fetching kPrefetchRows ahead
+    // measured 5-20% faster on ResNet-50's 1x1 layers at batch 1 (prepacked filters;
+    // 2 to 8 rows help, 4 most; a filter-panel prefetch only slowed it).
+    __builtin_prefetch(src + (c + kPrefetchRows) * cs);
     V xv[NW];
 #pragma GCC unroll 2
     for (int t = 0; t < NW; ++t) xv[t] = S::load(src + c * cs + t * L);
