@@ -16,12 +16,12 @@
 //
 // Stride s > 1: the output columns read every s-th pixel of every s-th row. Two loads and a
 // permute per vector would have to be redone by every MR-row filter block (K/MR times per
-// element); instead each task gathers its column tile once into a C x TJ buffer (a few
-// hundred KB at most, in L2) and every filter block of the task reuses it. The gather is
-// C*TJ copies against Kt*C*TJ FMAs for the task's Kt filters (Kt >= 64 on every ResNet
-// layer), so it costs under 2 % by count (and the strided 1x1 layers measured no slower per
-// flop than the stride-1 ones, 1 thread, CPU time). The same path serves the ragged last columns
-// of a stride-1 tile (fewer than a micro-tile), so the micro-kernel never reads past a row.
+// element); instead the stride grid is copied once into a dense N x C x P x Q block (C*P*Q
+// copies against K*C*P*Q FMAs, K >= 128 on every ResNet layer) and the product runs on it
+// as at stride 1. (Gathering per column tile inside the tasks repeated the gather for every
+// filter chunk, and at batch 1 the filters are split into chunks.) A stride-1 tile's ragged
+// last columns (fewer than a micro-tile) are gathered into a small zero-padded buffer, so
+// the micro-kernel never reads past a row.
 //
 // Work split: tasks are (image, group, column tile, filter chunk). At batch 1 an image
 // alone is one task, so the filters are cut into chunks until there are >= 4 tasks per
@@ -327,7 +327,25 @@ void conv_pointwise_fwd(const ConvShape& s, const T* x, const T* w, const T* wp,
     for (int64_t i = 0, PQ = s.P * s.Q; i < s.N * s.K * PQ; ++i) y[i] = ep.apply(T(0), (i / PQ) % s.K, i);
     return;
   }
-  product<T>(fwd_geo<T>(s), x, wp, w, ep, y);
+  Geo g = fwd_geo<T>(s);
+  if (!g.dense) {
+    // Strided: the stride grid's pixels copied once into a dense N x C x P x Q block, so
+    // the product reads whole rows as at stride 1; gathering per column tile instead
+    // repeats the gather for every filter chunk of the tile (batch 1 splits filters).
+    const int64_t PQ = s.P * s.Q, planes = s.N * s.C;
+    T* xd = workspace<T>(1, size_t(planes * PQ));
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes, PQ))
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const T* src = x + pl * s.H * s.W;
+      T* d = xd + pl * PQ;
+      for (int64_t p = 0; p < s.P; ++p)
+        for (int64_t q = 0; q < s.Q; ++q) d[p * s.Q + q] = src[p * s.sh * s.W + q * s.sw];
+    }
+    g.H = s.P; g.W = s.Q; g.sh = 1; g.sw = 1; g.dense = true;
+    g.x_ns = s.C * PQ; g.x_gs = g.Cg * PQ;
+    x = xd;
+  }
+  product<T>(g, x, wp, w, ep, y);
 }
 
 template <class T>
