@@ -22,10 +22,11 @@
 // whole C x taps reduction; weights are packed [kb][c][tap][MR] so the broadcasts stream.
 //
 // The wide grid wastes (PW - Q) / PW of the work plus the rounding of P*PW to whole
-// vectors: a quarter on 7 x 7 images. Where that waste is large and a group has enough
-// filters (prefer_nhwc), the forward and the stride-1 backward-data use a channels-last
-// kernel instead (fwd_nhwc: a row tile of output pixels x vectors of filters, no padding
-// columns), over a phase-split channels-last copy of the source.
+// vectors: a quarter on 7 x 7 images. Where a group has enough filters for the vector
+// tile (prefer_nhwc: every ResNet 3x3 layer and the stem), the forward and the stride-1
+// backward-data use a channels-last kernel instead (fwd_nhwc: a tile of consecutive
+// output pixels x vectors of filters, no padding columns), over a phase-split
+// channels-last copy of the source.
 #include "cpu/kernel_common.h"
 #include "cpu/simd.h"
 

@@ -16,12 +16,13 @@
 //
 // Stride s > 1: the output columns read every s-th pixel of every s-th row. Two loads and a
 // permute per vector would have to be redone by every MR-row filter block (K/MR times per
-// element); instead the stride grid is copied once into a dense N x C x P x Q block (C*P*Q
-// copies against K*C*P*Q FMAs, K >= 128 on every ResNet layer) and the product runs on it
-// as at stride 1. (Gathering per column tile inside the tasks repeated the gather for every
-// filter chunk, and at batch 1 the filters are split into chunks.) A stride-1 tile's ragged
-// last columns (fewer than a micro-tile) are gathered into a small zero-padded buffer, so
-// the micro-kernel never reads past a row.
+// element); instead each task gathers its column tile once into a C x TJ buffer (a few
+// hundred KB at most, in L2) and every filter block of the task reuses it. Where the
+// filters are split into chunks (batch 1-8), every chunk would repeat that gather, so
+// the stride grid is copied once into a dense block and the product runs on it as at
+// stride 1. Either way the copies are C*TJ against Kt*C*TJ FMAs (Kt >= 64 on every ResNet
+// layer). A stride-1 tile's ragged last columns (fewer than a micro-tile) are gathered
+// into a small zero-padded buffer too, so the micro-kernel never reads past a row.
 //
 // Work split: tasks are (image, group, column tile, filter chunk). At batch 1 an image
 // alone is one task, so the filters are cut into chunks until there are >= 4 tasks per
@@ -218,6 +219,26 @@ void product(const Geo& g, const T* x, const T* wp, const T* w, const Epilogue<T
   // chunks of >= 2 blocks so a strided tile's gather is shared by >= 12 filters.
   int64_t KT = 1;
   if (units < 4 * nth) KT = std::min<int64_t>(std::max<int64_t>(1, KB / 2), ceil_div(4 * nth, units));
+  if (!g.dense && KT > 1) {
+    // Strided, with the filters split into chunks (few images): every chunk would gather
+    // the same column tile again, so the stride grid is copied once into a dense
+    // N x G x Cg x P x Q block and the stride-1 product runs on it. With one chunk per
+    // tile the per-task gather (into a buffer that stays in L2) is cheaper than the copy.
+    const int64_t planes = g.N * g.G * g.Cg;
+    T* xd = workspace<T>(1, size_t(planes * g.PQ));
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes, g.PQ))
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const int64_t n = pl / (g.G * g.Cg), c = pl % (g.G * g.Cg);
+      const T* src = x + n * g.x_ns + c * g.H * g.W;
+      T* d = xd + pl * g.PQ;
+      for (int64_t p = 0; p < g.PQ / g.Q; ++p)
+        for (int64_t q = 0; q < g.Q; ++q) d[p * g.Q + q] = src[p * g.sh * g.W + q * g.sw];
+    }
+    Geo gd = g;
+    gd.H = g.PQ / g.Q; gd.W = g.Q; gd.sh = gd.sw = 1; gd.dense = true;
+    gd.x_ns = g.G * g.Cg * g.PQ; gd.x_gs = g.Cg * g.PQ;
+    return product<T>(gd, xd, wp, w, ep, y);
+  }
   const int64_t tasks = units * KT;
   const bool clamp = ep.clamps();
   const bool strided = !g.dense;
@@ -327,25 +348,7 @@ void conv_pointwise_fwd(const ConvShape& s, const T* x, const T* w, const T* wp,
     for (int64_t i = 0, PQ = s.P * s.Q; i < s.N * s.K * PQ; ++i) y[i] = ep.apply(T(0), (i / PQ) % s.K, i);
     return;
   }
-  Geo g = fwd_geo<T>(s);
-  if (!g.dense) {
-    // Strided: the stride grid's pixels copied once into a dense N x C x P x Q block, so
-    // the product reads whole rows as at stride 1; gathering per column tile instead
-    // repeats the gather for every filter chunk of the tile (batch 1 splits filters).
-    const int64_t PQ = s.P * s.Q, planes = s.N * s.C;
-    T* xd = workspace<T>(1, size_t(planes * PQ));
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes, PQ))
-    for (int64_t pl = 0; pl < planes; ++pl) {
-      const T* src = x + pl * s.H * s.W;
-      T* d = xd + pl * PQ;
-      for (int64_t p = 0; p < s.P; ++p)
-        for (int64_t q = 0; q < s.Q; ++q) d[p * s.Q + q] = src[p * s.sh * s.W + q * s.sw];
-    }
-    g.H = s.P; g.W = s.Q; g.sh = 1; g.sw = 1; g.dense = true;
-    g.x_ns = s.C * PQ; g.x_gs = g.Cg * PQ;
-    x = xd;
-  }
-  product<T>(g, x, wp, w, ep, y);
+  product<T>(fwd_geo<T>(s), x, wp, w, ep, y);
 }
 
 template <class T>
