@@ -22,7 +22,6 @@ SKIP_REASON = ("needs the CUDA simulator: run with NUMBA_ENABLE_CUDASIM=1 set be
 
 SIM_SIZES = {
     "conv_direct": {"TX": 4, "TY": 4, "KC": 3, "RED": 8},
-    "conv_depthwise": {"TX": 3, "TY": 2, "KC": 2, "RED": 4},
     "conv_implicit_gemm": {"T": 4},
     "conv_winograd": {"T": 4},
     "norm": {"RED": 16},

@@ -1,4 +1,4 @@
-"""The numba_cuda depthwise kernels (algo="depthwise": groups == C, any channel
+"""The numba_cuda depthwise algorithm (algo="depthwise": groups == C, any channel
 multiplier) under the CUDA simulator: forward and both gradients against the NumPy
 reference and PyTorch on awkward sizes, the shared-memory obstacle, the dispatcher's
 refusal of non-depthwise shapes, and the production tile sizes on one tiny shape.
@@ -31,13 +31,14 @@ def _case(name, N, C, m, H, W, k, **kw):
     return (name, (N, C, H, W), (m * C, 1, kh, kw_), dict(groups=C, **kw))
 
 
-# Multipliers 1-3 (3 with KC=2: a full and a partial filter chunk), strides 1/2/3 and
-# unequal, dilation, asymmetric "same" padding with an even kernel, a kernel larger than
-# the input with padding past its reach, a one-column input, an empty batch.
+# Multipliers 1-4 (4 with the simulated KC=3: a full and a partial filter chunk), strides
+# 1/2/3 and unequal, dilation, asymmetric "same" padding with an even kernel, a kernel
+# larger than the input with padding past its reach, a one-column input, an empty batch.
 DW = [
     _case("k3_s1", 2, 2, 1, 5, 4, 3, padding=1),
     _case("k3_s2_m2", 1, 2, 2, 5, 7, 3, stride=2, padding=1),
     _case("m3_dil_s21", 1, 1, 3, 5, 4, 3, stride=(2, 1), padding=(2, 1), dilation=(2, 1)),
+    _case("m4_chunks", 1, 2, 4, 4, 5, 3, padding=1),
     _case("same_even", 1, 1, 1, 3, 5, (4, 2), padding="same"),
     _case("k5_gt_input", 1, 1, 2, 3, 4, 5, padding=3),
     _case("s3_rect", 1, 1, 1, 7, 8, (1, 3), stride=3, padding=(0, 1)),
@@ -112,7 +113,7 @@ def test_depthwise_no_bias_and_dispatch():
 def test_depthwise_shared_memory_limit(monkeypatch):
     """A window too large for the forward's shared-memory tile is an obstacle the
     dispatcher reports by name; backward-data stages fewer filters per chunk instead."""
-    from fastconv.backends.numba_cuda import conv_depthwise
+    from fastconv.backends.numba_cuda import conv_direct as conv_depthwise  # depthwise runs them
 
     monkeypatch.setattr(conv_depthwise, "SHMEM_LIMIT", 80)
     x, w = rnd((1, 2, 4, 5), 1), rnd((6, 1, 3, 3), 2)
@@ -131,7 +132,7 @@ def test_depthwise_production_tile_sizes(monkeypatch):
     """The deployed tile sizes (not the shrunk ones) on one tiny shape, forward and
     backward-data (the weight gradient's reduction differs only in its power-of-two
     width, and 128 simulated threads per tap would cost most of this file's time)."""
-    from fastconv.backends.numba_cuda import conv_depthwise
+    from fastconv.backends.numba_cuda import conv_direct as conv_depthwise  # depthwise runs them
 
     for name, value in (("TX", 16), ("TY", 8), ("KC", 32)):
         monkeypatch.setattr(conv_depthwise, name, value)
@@ -149,7 +150,7 @@ def test_depthwise_production_tile_sizes(monkeypatch):
 def test_depthwise_shapes_cross_tile_edges():
     """For every tiled axis of the three kernels, some shape above spans more than one
     tile (block) of the simulated size and ends in a partial one."""
-    from fastconv.backends.numba_cuda import conv_depthwise as dwk
+    from fastconv.backends.numba_cuda import conv_direct as dwk  # the kernels depthwise runs
 
     seen: dict = {}
     for _, xs, ws, kw in DW:

@@ -12,7 +12,7 @@ backward-data, and ``depthwise`` (groups == C, any channel multiplier) for all t
 """
 from __future__ import annotations
 
-from . import conv_depthwise, conv_direct, conv_implicit_gemm, conv_winograd
+from . import conv_direct, conv_implicit_gemm, conv_winograd
 from ._common import zeros
 from .misc import relu, relu_backward  # noqa: F401
 from .norm import batch_norm_backward, batch_norm_eval, batch_norm_train  # noqa: F401
@@ -59,9 +59,10 @@ def availability():
     return True, ""
 
 
+# depthwise (groups == C) is the direct kernels with one input channel per group.
 _KERNELS = {"direct": conv_direct, "implicit_gemm": conv_implicit_gemm,
-            "depthwise": conv_depthwise}
-_TILED_FORWARD = {"direct": conv_direct, "depthwise": conv_depthwise}
+            "depthwise": conv_direct}
+_TILED_FORWARD = {"direct": conv_direct, "depthwise": conv_direct}
 
 
 def algo_obstacle(algo: str, op: str, spec) -> str | None:

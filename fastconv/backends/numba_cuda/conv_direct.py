@@ -8,6 +8,10 @@
   w[k0:k0+KC, c] are staged in shared memory chunk by chunk.
 * backward-weight: a block reduces one filter tap over (n, p, q) with a shared-memory
   tree reduction.
+
+The ``depthwise`` algorithm name (groups == C, any channel multiplier) runs these kernels
+too: with one input channel per group the forward's channel loop makes one pass and
+backward-data stages only the channel's own filters.
 """
 from __future__ import annotations
 
@@ -152,8 +156,9 @@ def _geom(spec):
 
 
 def forward(x, w, b, spec):
+    """y = conv2d(x, w) + b (validated float32 arrays, b given)."""
     y = empty(spec.y_shape, x)
-    if spec.N == 0:
+    if spec.N == 0 or spec.K == 0:
         return y
     sh, sw = spec.stride
     dh, dw = spec.dilation
@@ -166,11 +171,12 @@ def forward(x, w, b, spec):
 
 
 def backward_data(gy, w, spec):
+    """grad_x of the convolution."""
     gx = empty(spec.x_shape, gy)
-    if spec.N == 0:
+    if spec.N == 0 or spec.C == 0:
         return gx
     grid = (-(-spec.W // TX), -(-spec.H // TY), spec.N * spec.C)
-    kc = KC
+    kc = max(1, min(KC, spec.K // spec.groups))  # a group's filters at most
     while kc > 1 and kc * spec.R * spec.S * 4 > SHMEM_LIMIT:
         kc //= 2  # huge kernels: stage fewer filters per chunk
     shmem = kc * spec.R * spec.S * 4
@@ -179,6 +185,10 @@ def backward_data(gy, w, spec):
 
 
 def backward_weight(gy, x, spec):
+    """grad_w of the convolution (overwritten; zero for an empty batch)."""
     gw = empty(spec.w_shape, gy)
+    if gw.size == 0:
+        return gw
+    # N == 0 still launches: each block's reduction over no pixels writes its zero.
     _bwd_weight[int(np.prod(spec.w_shape)), RED](gy, x, gw, *_geom(spec))
     return gw
