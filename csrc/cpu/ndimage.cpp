@@ -286,8 +286,9 @@ inline void store_from_double(T* p, typename Simd<double>::V v) {
   }
 }
 
-// The mean of a running sum: float64 divides as SciPy does (its bits); float32, which
-// rounds the double result to float anyway, multiplies by the reciprocal.
+// The mean of a running sum (vectors or plain doubles): float64 divides as SciPy does (its
+// bits); float32, which rounds the double result to float anyway, multiplies by the
+// reciprocal.
 template <class T, class V>
 inline V box_mean(V acc, V sz, V inv) {
   if constexpr (std::is_same_v<T, double>) {
@@ -359,10 +360,10 @@ inline void box_ext_row(const T* b, int64_t W, int64_t size, double* db, T* out)
   }
   double acc = 0.0;
   for (int64_t k = 0; k < size; ++k) acc += static_cast<double>(b[k]);
-  out[0] = static_cast<T>(std::is_same_v<T, double> ? acc / sz : acc * inv);
+  out[0] = static_cast<T>(box_mean<T>(acc, sz, inv));
   for (int64_t i = 1; i < W; ++i) {
     acc += static_cast<double>(b[i + size - 1]) - static_cast<double>(b[i - 1]);
-    out[i] = static_cast<T>(std::is_same_v<T, double> ? acc / sz : acc * inv);
+    out[i] = static_cast<T>(box_mean<T>(acc, sz, inv));
   }
 }
 
@@ -386,7 +387,7 @@ inline void box_rows_start(const T* const* rp, int64_t size, int64_t W, double* 
     double a = 0.0;
     for (int64_t k = 0; k < size; ++k) a += static_cast<double>(rp[k][c]);
     acc[c] = a;
-    out[c] = static_cast<T>(std::is_same_v<T, double> ? a / sz : a * inv);
+    out[c] = static_cast<T>(box_mean<T>(a, sz, inv));
   }
 }
 
@@ -406,7 +407,7 @@ inline void box_rows_step(const T* in, const T* gone, int64_t size, int64_t W, d
   }
   for (; c < W; ++c) {
     acc[c] += static_cast<double>(in[c]) - static_cast<double>(gone[c]);
-    out[c] = static_cast<T>(std::is_same_v<T, double> ? acc[c] / sz : acc[c] * inv);
+    out[c] = static_cast<T>(box_mean<T>(acc[c], sz, inv));
   }
 }
 
