@@ -36,6 +36,9 @@ CASES = [
     ((1, 4, 3, 3), (1, 4, 1, 1), {}),                       # K=1, PQ < a vector
     ((0, 4, 5, 5), (3, 4, 1, 1), {}),                       # N=0
     ((1, 7, 1, 1), (5, 7, 1, 1), {}),                       # 1x1 image
+    # Strided with the filters split into chunks (batch 1): the dense copy of the grid.
+    ((1, 20, 13, 12), (70, 20, 1, 1), dict(stride=2)),
+    ((1, 12, 9, 11), (48, 6, 1, 1), dict(groups=2, stride=(2, 3))),
 ]
 IDS = [f"x{'x'.join(map(str, c[0]))}_w{c[1][0]}x{c[1][1]}_{'_'.join(f'{k}{v}' for k, v in c[2].items())}"
        for c in CASES]

@@ -224,16 +224,11 @@ void product(const Geo& g, const T* x, const T* wp, const T* w, const Epilogue<T
     // the same column tile again, so the stride grid is copied once into a dense
     // N x G x Cg x P x Q block and the stride-1 product runs on it. With one chunk per
     // tile the per-task gather (into a buffer that stays in L2) is cheaper than the copy.
-    const int64_t planes = g.N * g.G * g.Cg;
-    T* xd = workspace<T>(1, size_t(planes * g.PQ));
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes, g.PQ))
-    for (int64_t pl = 0; pl < planes; ++pl) {
-      const int64_t n = pl / (g.G * g.Cg), c = pl % (g.G * g.Cg);
-      const T* src = x + n * g.x_ns + c * g.H * g.W;
-      T* d = xd + pl * g.PQ;
-      for (int64_t p = 0; p < g.PQ / g.Q; ++p)
-        for (int64_t q = 0; q < g.Q; ++q) d[p * g.Q + q] = src[p * g.sh * g.W + q * g.sw];
-    }
+    const int64_t blocks = g.N * g.G, block = g.Cg * g.PQ;
+    T* xd = workspace<T>(1, size_t(blocks * block));
+#pragma omp parallel for schedule(static) num_threads(threads_for(blocks, block))
+    for (int64_t ng = 0; ng < blocks; ++ng)
+      gather(g, x + ng / g.G * g.x_ns + ng % g.G * g.x_gs, 0, g.PQ, g.PQ, xd + ng * block);
     Geo gd = g;
     gd.H = g.PQ / g.Q; gd.W = g.Q; gd.sh = gd.sw = 1; gd.dense = true;
     gd.x_ns = g.G * g.Cg * g.PQ; gd.x_gs = g.Cg * g.PQ;
