@@ -43,8 +43,8 @@ where the amount of independent work depends on it.
   F(4,3) prepacked vs the direct kernel's prepacked channels-last panels): 64@56x56
   (196 tiles) 1.65 vs 2.13, 128@28x28 (49) 1.58 vs 2.21, but 256@14x14 (16) 2.27 vs 2.10
   and 512@7x7 (4) 4.66 vs 2.26; batch 8 512@7x7 (32) 7.6 vs 16.1.
-* Forward passes at batch <= 8 (``_small_batch_gemm``) take the im2col GEMM on strided
-  1x1 layers, and, with the filters given per call, on larger kernels with >= 16
+* Forward passes at batch <= 8 (``_small_batch_gemm``) take the im2col GEMM, with the
+  filters given per call, on kernels larger than 1x1 with >= 16
   channels whose output has at most 64 columns over the batch (``N * P * Q``; one image
   at 7x7). The direct kernel's channels-last path packs every filter value per call,
   about as much work as computing ~50 output pixels, while the GEMM reads the filters in
@@ -56,8 +56,12 @@ where the amount of independent work depends on it.
   all (batch 1 512@7x7 2.07 vs 3.10). (Expanding 1x1 layers, K = 4 C, are 10-20% faster
   on the GEMM alone, but in ResNet-50 they carry the fused residual, which the
   pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct vs
-  2.46 ms im2col.) Strided 1x1, as above: batch 1 1x1/2 256->512@14 0.25 vs 0.39, batch
-  8 1x1/2 64->128@56 2.1 vs 3.4. Batch 16 keeps the rules measured there.
+  2.46 ms im2col.) Strided 1x1 layers stay on ``direct``: since the pointwise kernel
+  copies the stride grid once when it splits the filters, it is level with or ahead of
+  the GEMM (ms, direct vs im2col: batch 1 1x1/2 256->512@56 2.11 vs 2.64, 64->128@56
+  0.28 vs 0.31, 1024->2048@14 2.27 vs 2.20; batch 8 64->128@56 1.79 vs 2.84,
+  1024->2048@14 11.9 vs 11.4), and with prepacked filters its channels-last path takes
+  the deep ones (1024->2048@14 1.90 ms at batch 1). Batch 16 keeps the rules measured there.
 
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
@@ -164,12 +168,12 @@ def _winograd_pays(spec, prepacked: bool = False) -> bool:
 
 def _small_batch_gemm(op: str, spec, Cg: int, prepacked: bool = False) -> bool:
     """Forward passes at batch <= ``_SMALL_BATCH`` that the im2col GEMM serves best (see
-    the module notes): strided 1x1 layers, and, unless the filters are prepacked, larger
-    kernels on so few output columns that packing the filters per call would dominate."""
+    the module notes): unless the filters are prepacked, kernels larger than 1x1 on so
+    few output columns that packing the filters per call would dominate."""
     if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
         return False
     if _pointwise(spec):
-        return tuple(spec.stride) != (1, 1)
+        return False
     return not prepacked and Cg >= _MIN_GEMM_CHANNELS_SMALL_BATCH and \
         spec.N * spec.P * spec.Q <= _MAX_PACK_BOUND_COLS
 

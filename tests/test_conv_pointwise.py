@@ -138,11 +138,54 @@ def test_prepacked_forward_matches(xs, ws, kw, dtype, isa):
     y1 = nconv.conv2d_forward(x, w, b, spec, "direct", residual=res, clamp=(0, np.inf),
                               packed=packed)
     np.testing.assert_array_equal(y0, y1)
-    # The pack is valid for another batch size and image size with the same layer.
+    # The pointwise panels are valid for another batch size and image size with the same
+    # layer (short of a small plane of deep inputs: see the channels-last test below).
     x2 = randn((3, xs[1], 5, 7), dtype, 9)
     spec2 = A.conv_spec(x2.shape, w.shape, kw.get("stride", 1), 0, 1, kw.get("groups", 1))
     np.testing.assert_array_equal(nconv.conv2d_forward(x2, w, b, spec2, "direct", packed=packed),
                                   nconv.conv2d_forward(x2, w, b, spec2, "direct"))
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("xs,ws,stride", [((1, 96, 7, 7), (40, 96, 1, 1), 1),        # PQ 49
+                                          ((2, 64, 5, 9), (32, 64, 1, 1), 1),        # N 2, PQ 45
+                                          ((1, 256, 14, 14), (48, 256, 1, 1), 2),   # 7 x 7 grid
+                                          ((1, 256, 27, 27), (32, 256, 1, 1), 2)])  # 14 x 14
+def test_prepacked_small_output_plane_runs_channels_last(xs, ws, stride, dtype, isa):
+    """With prepacked filters, 1x1 layers with a small output plane take the direct
+    kernel's channels-last form (its own panels, not the pointwise kernel's), with the
+    fused output stage, matching the per-call pointwise result and the reference; the
+    pack serves another batch of the same plane."""
+    x, w, b = conv_inputs(xs, ws, dtype)
+    spec = A.conv_spec(x.shape, w.shape, stride, 0, 1, 1)
+    packed = nconv.prepack(w, spec, "direct")
+    assert packed.size == nconv._direct_packed_size(w, spec) > 0
+    assert packed.size != _native.conv_pointwise_packed_size(ws[0], ws[1], 1)
+    res = randn(spec.y_shape, dtype, 5)
+    y0 = nconv.conv2d_forward(x, w, b, spec, "direct", residual=res, clamp=(0, 6))
+    y1 = nconv.conv2d_forward(x, w, b, spec, "direct", residual=res, clamp=(0, 6), packed=packed)
+    ref = np.clip(fastconv.conv2d(x, w, b, stride=stride, backend="reference") + res, 0, 6)
+    assert_close(y1, ref, dtype, ws[1], "channels-last 1x1")
+    assert_close(y1, y0, dtype, ws[1], "channels-last vs pointwise")
+    x3 = randn((3,) + xs[1:], dtype, 6)
+    spec3 = A.conv_spec(x3.shape, w.shape, stride, 0, 1, 1)
+    assert_close(nconv.conv2d_forward(x3, w, b, spec3, "direct", packed=packed),
+                 fastconv.conv2d(x3, w, b, stride=stride, backend="reference"), dtype, ws[1],
+                 "channels-last 1x1, batch 3")
+
+
+def test_pointwise_pack_is_refused_on_a_small_plane():
+    """The two 1x1 forms are not interchangeable: panels packed for a large plane are
+    refused (ValueError), never misread, on a plane that runs channels-last."""
+    w = randn((64, 128, 1, 1), np.float32)
+    big = A.conv_spec((1, 128, 28, 28), w.shape, 1, 0, 1, 1)
+    small = A.conv_spec((1, 128, 7, 7), w.shape, 1, 0, 1, 1)
+    packed = nconv.prepack(w, big, "direct")
+    assert packed.size == _native.conv_pointwise_packed_size(64, 128, 1)
+    with pytest.raises(ValueError, match="packed"):
+        nconv.conv2d_forward(randn((1, 128, 7, 7), np.float32), w, None, small, "direct",
+                             packed=packed)
 
 
 def test_prepack_contract_errors():

@@ -1,8 +1,8 @@
 """The native heuristic's batch-size-aware decisions (fastconv/_heuristics.py, issue 13):
-1x1 padding-0 layers run on the pointwise kernel (``direct``) for the data gradient at
-every batch size and for the forward pass except, at batch <= 8, strided ones, which
-take the im2col GEMM, as do larger kernels with filters given per call on at most 64
-output columns over the batch (one image at 7x7); Winograd F(4,3) needs enough 4x4
+1x1 padding-0 layers run on ``direct`` (its pointwise kernel) for the forward pass and
+the data gradient at every batch size and stride; larger kernels with filters given per
+call take the im2col GEMM at batch <= 8 on at most 64 output columns over the batch (one
+image at 7x7); Winograd F(4,3) needs enough 4x4
 output tiles over the batch (fewer on deep layers or with prepacked filters); the
 dispatcher reaches these choices through ``algo="auto"``."""
 from __future__ import annotations
@@ -28,11 +28,11 @@ def _spec(n, c, hw, k, r, stride=1, padding=0, groups=1, op="conv2d_forward"):
 @pytest.mark.parametrize("c,hw,k,stride", [(64, 56, 256, 1), (256, 56, 64, 1),
                                            (1024, 14, 256, 1), (2048, 7, 512, 1),
                                            (256, 56, 512, 2), (1024, 14, 2048, 2)])
-def test_pointwise_layers(n, op, c, hw, k, stride):
+@pytest.mark.parametrize("prepacked", [False, True])
+def test_pointwise_layers(n, op, c, hw, k, stride, prepacked):
     s = _spec(n, c, hw, k, 1, stride, op=op)
-    small_gemm = op == "conv2d_forward" and n <= 8 and stride > 1
-    want = "im2col" if op == "conv2d_backward_weight" or small_gemm else "direct"
-    assert pick("native", op, s, "float32", TWO) == want
+    want = "im2col" if op == "conv2d_backward_weight" else "direct"
+    assert pick("native", op, s, "float32", TWO, prepacked=prepacked) == want
 
 
 @pytest.mark.parametrize("n,c,hw,k,want", [

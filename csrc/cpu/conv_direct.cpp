@@ -890,14 +890,33 @@ void conv_direct_fwd(const ConvShape& s, const T* x, const T* w, const Epilogue<
 // The prepacked form: a header of kDirectPackHeader elements (a tag, the filter tile of
 // the ISA that packed it, the panel length: an ISA switch between pack and use would
 // otherwise read panels of the wrong width), then the channels-last forward's panels.
-// Only layers that path serves have one (the pointwise kernel has its own).
+// Only layers that path serves have one: the pointwise kernel has panels of its own
+// (conv_pointwise_pack), except on the small planes of pointwise_nhwc.
 namespace {
 constexpr int64_t kDirectPackHeader = 16;
 constexpr double kDirectPackTag = 20261201.0;
+// 1x1 layers with prepacked filters whose output plane is small run channels-last too:
+// the pointwise kernel's 16-column tiles leave a 7 x 7 plane's last column a tile of its
+// own and do not merge images, while fwd_nhwc's pixel tiles have neither cost. Its
+// channels-last copy of x pays for itself there and on strided layers of deep inputs,
+// whose pointwise path gathers the stride grid anyway. Measured (2 threads, prepacked,
+// interleaved, min of calls; channels-last vs pointwise): 512->2048 and 2048->512 @7
+// 1.24-1.38x at batch 1, 1.13-1.37x at batch 8; 1x1/2 1024->2048@14 1.19-1.38x / 1.12x,
+// 512->1024@28 1.15-1.19x / 1.09x; but stride 1 at 14 x 14 0.81-0.94x (b1), 1x1/2
+// 128->256@28 0.93x (b8), and at 56 x 56 0.5-0.8x. With filters given per call the
+// channels-last panels would be packed every call (0.4-0.8x): the pointwise kernel
+// reads its filters in place. Only deep inputs (>= 64 channels per group) were measured.
+template <class T>
+bool pointwise_nhwc(const ConvShape& s) {
+  const int64_t PQ = s.P * s.Q;
+  const bool strided = s.sh > 1 || s.sw > 1;
+  return prefer_nhwc<T>(s) && s.Cg() >= 64 && (PQ <= 64 || (strided && PQ <= 196 && s.Cg() >= 256));
+}
+
 template <class T>
 bool direct_packs(const ConvShape& s) {
-  return !pointwise_serves(s) && s.K > 0 && s.P > 0 && s.Q > 0 && !sparse_reach(s) &&
-         prefer_nhwc<T>(s);
+  return (!pointwise_serves(s) || pointwise_nhwc<T>(s)) && s.K > 0 && s.P > 0 && s.Q > 0 &&
+         !sparse_reach(s) && prefer_nhwc<T>(s);
 }
 }  // namespace
 

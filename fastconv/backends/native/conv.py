@@ -7,8 +7,10 @@ Prepacked weights (for ``fastconv.compile``; the contract every algorithm follow
 * ``prepack(w, spec, algo)`` returns an opaque 1-D array derived from ``w`` alone (no
   activation), or ``None`` when ``algo`` has no prepacked form for ``spec``. It is valid for
   that weight, that ``spec``'s filter shape / stride / padding / groups and that ``algo``,
-  on every ISA path (the layout does not depend on the ISA); any batch size and image
-  size that keeps the same layer parameters may use it.
+  on every ISA path (the layout does not depend on the ISA) and any batch size. ``direct``'s
+  form also depends on the image size (its channels-last path serves small planes, 1x1
+  layers included), so a plane of another size needs its own pack (``fastconv.compile``
+  packs per input shape).
 * ``conv2d_forward(..., packed=p)`` with ``p`` from ``prepack`` for the same (w, spec, algo)
   skips the per-call packing; ``packed=None`` packs per call, as before. ``w`` is still
   passed (shapes are read from it). A packed array from another algorithm or layer raises
@@ -17,8 +19,10 @@ Prepacked weights (for ``fastconv.compile``; the contract every algorithm follow
   a branch in ``prepack`` and ``conv2d_forward``.
 
 Today: ``winograd_f23`` / ``winograd_f43`` (the transformed filters:
-``_native.conv_winograd_pack``) and ``direct`` on 1x1 layers with padding 0 (the pointwise
-kernel's panels: ``_native.conv_pointwise_pack`` / ``conv_pointwise_fwd``).
+``_native.conv_winograd_pack``), ``direct`` on its channels-last path (small planes, 1x1
+layers with a small output plane among them: ``_native.conv_direct_pack`` /
+``conv_direct_fwd_packed``) and ``direct`` on the other 1x1 layers with padding 0 (the
+pointwise kernel's panels: ``_native.conv_pointwise_pack`` / ``conv_pointwise_fwd``).
 """
 from __future__ import annotations
 
@@ -69,9 +73,10 @@ def prepack(w, spec, algo):
     per-call packing), or None where ``algo`` has no prepacked form for it.
 
     ``winograd_f23`` / ``winograd_f43``: a 1-D array of ``w``'s dtype holding the (m+2)^2
-    transformed filter matrices; ``direct`` on a 1x1 padding-0 layer: the pointwise
-    kernel's filter panels; ``direct`` on a small plane (7 x 7, 14 x 14: its channels-last
-    path): that path's filter panels, tagged with the instruction set that packed them.
+    transformed filter matrices; ``direct`` on a small plane (7 x 7, 14 x 14: its
+    channels-last path, which also takes 1x1 layers with a small output plane): that
+    path's filter panels, tagged with the instruction set that packed them; ``direct`` on
+    the other 1x1 padding-0 layers: the pointwise kernel's filter panels.
     The array is a snapshot: later changes to ``w`` are not seen.
     """
     if is_winograd(algo):
@@ -86,8 +91,9 @@ def prepack(w, spec, algo):
     if algo != "direct":
         return None
     w = np.ascontiguousarray(w)
-    if not _pointwise(spec):
-        return _direct_prepack(w, spec)
+    packed = _direct_prepack(w, spec)
+    if packed is not None or not _pointwise(spec):
+        return packed
     packed = np.empty(_native.conv_pointwise_packed_size(spec.K, spec.C, spec.groups), w.dtype)
     _native.conv_pointwise_pack(w, packed, spec.groups)
     return packed
@@ -100,17 +106,25 @@ def _direct_args(spec, dtype):
     return x, y, spec.stride, spec.padding, spec.dilation, spec.groups
 
 
+def _direct_packed_size(w, spec) -> int:
+    """Elements of the direct kernel's channels-last prepacked form for ``spec`` (0: it
+    has none). On a 1x1 layer it has one for small output planes, where that path takes
+    over from the pointwise kernel."""
+    if w.dtype not in (np.float32, np.float64) or not hasattr(_native, "conv_direct_pack"):
+        return 0
+    x, y, *geo = _direct_args(spec, w.dtype)
+    return _native.conv_direct_packed_size(x, w, y, *geo)
+
+
 def _direct_prepack(w, spec):
     """The direct kernel's channels-last filter panels for small planes (its other paths
     have no prepacked form: None). The form is tied to the instruction set that packed it
     (the kernel refuses it after a set_isa to another)."""
-    if w.dtype not in (np.float32, np.float64) or not hasattr(_native, "conv_direct_pack"):
-        return None
-    x, y, *geo = _direct_args(spec, w.dtype)
-    n = _native.conv_direct_packed_size(x, w, y, *geo)
+    n = _direct_packed_size(w, spec)
     if n == 0:
         return None
     packed = np.empty(n, w.dtype)
+    x, y, *geo = _direct_args(spec, w.dtype)
     _native.conv_direct_pack(x, w, y, *geo, packed)
     return packed
 
@@ -135,7 +149,7 @@ def conv2d_forward(x, w, b, spec, algo, residual=None, clamp=_NO_CLAMP, out=None
             raise TypeError(f"packed must be a 1-D C-contiguous {x.dtype} array from "
                             f"prepack(); got {type(packed).__name__} "
                             f"{getattr(packed, 'dtype', '')} {getattr(packed, 'shape', '')}")
-        if algo == "direct" and _pointwise(spec):
+        if algo == "direct" and _pointwise(spec) and not _direct_packed_size(w, spec):
             _native.conv_pointwise_fwd(x, w, packed, b, y, spec.stride, spec.groups, residual,
                                        lo, hi)
             return y
