@@ -121,6 +121,35 @@ def test_winograd_image_blocks(name, xs, kp, dtype, algo, isa, threads):
     assert_close(gx, gx_ref, dtype, k * 9, f"{name} {algo} backward-data")
 
 
+# One image per block of tiles (batch 1, or rows of >= 32 tiles), where a tile row is one
+# image's row of tiles: widths around multiples of 32 columns (a block of 8 F(4,3) tiles),
+# every padding up to 2 (asymmetric too), planes narrower than a tile row's vector, and
+# a fused-mode layer; with the fused output stage on prepacked filters.
+ONE_IMAGE_CASES = [
+    ((1, 3, 9, 5), (2, 0)), ((1, 4, 6, 31), (1, 1)), ((1, 5, 7, 32), (0, 1)),
+    ((1, 6, 5, 33), (1, 0)), ((1, 3, 11, 63), (2, 2)), ((1, 7, 8, 65), (1, 2)),
+    ((1, 2, 4, 4), (0, 0)), ((2, 3, 5, 130), (1, 1)), ((1, 200, 23, 47), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS, indirect=True)
+@pytest.mark.parametrize("xs,pad", ONE_IMAGE_CASES,
+                         ids=[f"{n}x{c}x{h}x{w}-p{p[0]}{p[1]}" for (n, c, h, w), p in ONE_IMAGE_CASES])
+def test_winograd_one_image_blocks(xs, pad, isa):
+    x, w, b = conv_inputs(xs, (9, xs[1], 3, 3), np.float32)
+    res = randn(fastconv.conv2d(x, w, padding=pad, backend="reference").shape, np.float32, 3)
+    want = fastconv.conv2d(x, w, b, padding=pad, backend="reference")
+    y = fastconv.conv2d(x, w, b, padding=pad, algo="winograd_f43", backend="native")
+    assert_close(y, want, np.float32, xs[1] * 9, "F(4,3) one image per block")
+    from fastconv import _args as A
+    from fastconv.backends.native import conv as nconv
+    spec = A.conv_spec(x.shape, w.shape, 1, pad, 1, 1)
+    packed = nconv.prepack(w, spec, "winograd_f43")
+    y2 = nconv.conv2d_forward(x, w, b, spec, "winograd_f43", residual=res, clamp=(0, np.inf),
+                              packed=packed)
+    assert_close(y2, np.maximum(want + res, 0), np.float32, xs[1] * 9, "F(4,3) fused stage")
+
+
 _BLOCK_REF = {}
 
 
