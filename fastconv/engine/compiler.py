@@ -69,6 +69,20 @@ _OP = "compile"
 # ----------------------------------------------------------------------------- helpers
 
 
+# Activation buffers start on a cache line: the kernels read 64-byte vectors (two AVX2
+# ones) from each channel row, and NumPy's large allocations sit 16 bytes past a page,
+# so every such pair would straddle two lines.
+_LINE = 64
+
+
+def _line_aligned_empty(shape, dtype):
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(n * dtype.itemsize + _LINE, np.uint8)
+    off = -raw.ctypes.data % _LINE
+    return raw[off:off + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def _nbytes(*arrays) -> int:
     return int(sum(a.nbytes for a in arrays if a is not None))
 
@@ -595,7 +609,7 @@ class _Plan:
                 pool = free.get((shape, eng.dtype.str))
                 buf = pool.pop() if pool else None
                 if buf is None:
-                    buf = np.empty(shape, eng.dtype)
+                    buf = _line_aligned_empty(shape, eng.dtype)
                     self.buffers.append(buf)
                 owner[id(buf)] = [buf, []]
                 _made.append(id(buf))
