@@ -53,7 +53,13 @@ where the amount of independent work depends on it.
   call): batch 1 512@7x7 3.10 vs 3.32, 3x3/2 512->512@14 3.29 vs 3.65; batch 2 512@7x7
   6.07 vs 5.61; batch 1 256@14x14 2.82 vs 2.12, 3x3/2 128->256@28 1.66 vs 1.25; batch 8
   3x3/2 256->512@14 11.4 vs 9.5. With prepacked filters the direct kernel takes them
-  all (batch 1 512@7x7 2.07 vs 3.10). (Expanding 1x1 layers, K = 4 C, are 10-20% faster
+  all (batch 1 512@7x7 2.07 vs 3.10). One image at stride 1 with a reduction of at most
+  4608 columns (``C * R * S``; 512 channels of 3x3) stays direct: there the direct kernel
+  packs each 16-filter block inside the task that uses it (one task per block on such
+  planes), so the packed panel stays in cache instead of going through memory (ms,
+  direct vs im2col, batch 1: 512@7x7 2.88 vs 3.32, 256@7x7 0.82 vs 1.23, 32@7x7 0.075 vs
+  0.132; but 1024@4x4, a 590 KB panel per block, 9.5 vs 4.9; strided layers pack up
+  front: 3x3/2 512->512@14 4.2 vs 3.2). (Expanding 1x1 layers, K = 4 C, are 10-20% faster
   on the GEMM alone, but in ResNet-50 they carry the fused residual, which the
   pointwise kernel adds in its stores: 64->256@56 with residual 1.60 ms direct vs
   2.46 ms im2col.) Strided 1x1 layers stay on ``direct``: since the pointwise kernel
@@ -97,6 +103,10 @@ _SMALL_BATCH = 8
 _MIN_GEMM_CHANNELS_SMALL_BATCH = 16
 # Output columns (N * P * Q) up to which a per-call filter pack outweighs its use.
 _MAX_PACK_BOUND_COLS = 64
+# Reduction length (C/groups * R * S) up to which a stride-1 direct kernel on one image
+# packs its filters block by block inside its tasks (a 16-filter panel of <= 295 KB,
+# cached for its use) instead of up front.
+_MAX_IN_TASK_PACK_COLUMNS = 4608
 # Output planes (P*Q) from which numba's Winograd variants beat its im2col.
 _NUMBA_F43_MIN_PLANE = 28 * 28
 _NUMBA_F23_MIN_PLANE = 14 * 14
@@ -172,9 +182,12 @@ def _small_batch_gemm(op: str, spec, Cg: int, prepacked: bool = False) -> bool:
     few output columns that packing the filters per call would dominate."""
     if op != "conv2d_forward" or spec.N > _SMALL_BATCH or spec.groups != 1:
         return False
-    if _pointwise(spec):
+    if _pointwise(spec) or prepacked:
         return False
-    return not prepacked and Cg >= _MIN_GEMM_CHANNELS_SMALL_BATCH and \
+    if spec.N == 1 and tuple(spec.stride) == (1, 1) and \
+            Cg * spec.R * spec.S <= _MAX_IN_TASK_PACK_COLUMNS:
+        return False  # the direct kernel packs each filter block inside its task
+    return Cg >= _MIN_GEMM_CHANNELS_SMALL_BATCH and \
         spec.N * spec.P * spec.Q <= _MAX_PACK_BOUND_COLS
 
 

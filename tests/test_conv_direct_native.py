@@ -99,7 +99,7 @@ def test_direct_wgrad_blocking_edges(kw, xs, ws, dtype, isa):
 # Shapes for the channels-last forward / stride-1 backward-data (small images, where the
 # wide-row grid is mostly padding, and a well-used k tile): pixel tiles with a remainder
 # (Q < 7, Q = 9), k tiles with a remainder, stride 2, 1x1 stride 2, dilation with the
-# padding short of the kernel's reach, groups, asymmetric padding.
+# padding short of the kernel's reach, groups, asymmetric padding, one image.
 NHWC_FWD_CASES = [
     (dict(padding=1), (2, 40, 5, 5), (40, 40, 3, 3)),
     (dict(padding=1), (2, 33, 9, 9), (90, 33, 3, 3)),
@@ -108,6 +108,10 @@ NHWC_FWD_CASES = [
     (dict(padding=2, dilation=2), (1, 34, 7, 7), (64, 34, 3, 3)),
     (dict(padding=1, groups=2), (2, 64, 6, 6), (128, 32, 3, 3)),
     (dict(padding=(0, 1)), (1, 32, 6, 8), (64, 32, 3, 3)),
+    # One image in one chunk of rows: each task packs its filter blocks itself (forward
+    # and backward-data), with a ragged last block and with groups.
+    (dict(padding=1), (1, 40, 7, 7), (70, 40, 3, 3)),
+    (dict(padding=1, groups=2), (1, 64, 5, 5), (96, 32, 3, 3)),
 ]
 
 

@@ -55,16 +55,25 @@ def test_strided_3x3_forward_at_small_batch(n, c, hw, k, want):
 @pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data"])
 @pytest.mark.parametrize("n,hw,want", [
     (1, 56, "winograd_f43"), (1, 28, "winograd_f43"), (1, 14, "direct"),
-    (1, 7, "im2col"), (2, 14, "winograd_f43"), (2, 7, "direct"), (4, 7, "direct"),
+    (1, 7, "direct"), (2, 14, "winograd_f43"), (2, 7, "direct"), (4, 7, "direct"),
     (8, 7, "winograd_f43"), (16, 7, "winograd_f43"), (16, 56, "winograd_f43")])
 def test_winograd_needs_tiles(op, n, hw, want):
-    """256 channels: F(4,3) from 32 tiles; below, the forward pass on at most 64 columns
-    takes the GEMM (filters read in place), else direct, and the data gradient stays
-    direct."""
+    """256 channels: F(4,3) from 32 tiles; below, direct (one image at 7x7: its filter
+    blocks are packed inside the tasks), and the data gradient follows."""
     s = _spec(n, 256, hw, 256, 3, padding=1, op=op)
-    if want == "im2col" and op != "conv2d_forward":
-        want = "direct"
     assert pick("native", op, s, "float32", EVERY) == want
+
+
+@pytest.mark.parametrize("n,c,hw,stride,want", [
+    (1, 512, 7, 1, "direct"), (1, 1024, 4, 1, "im2col"), (2, 256, 5, 1, "im2col"),
+    (1, 512, 14, 2, "im2col"), (1, 256, 14, 2, "im2col"), (1, 64, 8, 1, "direct")])
+def test_small_plane_forward_with_filters_per_call(n, c, hw, stride, want):
+    """At most 64 output columns over the batch, filters given per call: the GEMM, except
+    for one image at stride 1 with a reduction of at most 4608 columns (512 channels of
+    3x3), where the direct kernel packs each filter block inside its task."""
+    s = _spec(n, c, hw, c, 3, stride, padding=1)
+    assert pick("native", "conv2d_forward", s, "float32", TWO) == want
+    assert pick("native", "conv2d_forward", s, "float32", TWO, prepacked=True) == "direct"
 
 
 @pytest.mark.parametrize("n,hw,want", [(1, 28, "direct"), (2, 28, "winograd_f43"),
@@ -82,7 +91,7 @@ def test_padded_1x1_is_not_pointwise():
     assert pick("native", "conv2d_forward", s, "float32", TWO) == "im2col"
 
 
-@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "im2col"), (4, 7, 3, "direct"),
+@pytest.mark.parametrize("n,hw,r,want", [(1, 7, 3, "direct"), (2, 5, 3, "im2col"), (4, 7, 3, "direct"),
                                          (16, 7, 3, "winograd_f43"), (1, 14, 1, "direct")])
 def test_auto_dispatch_follows_heuristic(n, hw, r, want):
     """The dispatcher's algo="auto" choice (no autotune runner) is the heuristic's, and
