@@ -375,6 +375,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         y = (xp.empty(xv.shape, dtype) if xv.size == 0 else
              op_impl(name, mod, "batch_norm_eval")(xv, _contig(running_mean, lib),
                                                    _contig(running_var, lib), w, b, eps))
+        y = y.reshape(x.shape)
+        if not return_stats:
+            return y
         mean, invstd = running_mean.copy(), 1 / xp.sqrt(running_var + dtype.type(eps))
     y = y.reshape(x.shape)
     return (y, mean, invstd.astype(dtype, copy=False)) if return_stats else y

@@ -570,3 +570,44 @@ def test_conv2d_layer_backward_checks_a_grad_that_does_not_fit_the_plan():
     layer(randn((2, 3, 6, 6), np.float32))
     with pytest.raises(ValueError, match="grad_out"):
         layer.backward(randn((2, 4, 5, 6), np.float32))
+
+
+@pytest.mark.parametrize("factory,ref", [
+    (lambda: nn.ReLU(inplace=True), lambda a: np.maximum(a, 0)),
+    (lambda: nn.ReLU6(inplace=True), lambda a: np.clip(a, 0, 6))], ids=["relu", "relu6"])
+def test_inplace_activation_overwrites_only_without_grad(factory, ref):
+    """inplace=True: under no_grad the input itself is overwritten and returned (torch's
+    semantics); with gradients on, and for inputs it cannot write (read-only, not
+    C-contiguous), a new array with the same values; backward still works in grad mode."""
+    m = factory()
+    x = randn((2, 3, 4, 5), np.float64) * 8
+    want = ref(x)
+    with nn.no_grad():
+        a = x.copy()
+        y = m(a)
+        assert y is a and np.array_equal(a, want)
+        ro = x.copy()
+        ro.flags.writeable = False
+        y = m(ro)
+        assert y is not ro and np.array_equal(y, want) and np.array_equal(ro, x)
+        t = np.asfortranarray(x)
+        y = m(t)
+        assert np.array_equal(y, want) and np.array_equal(t, x)
+    a = x.copy()
+    y = m(a)
+    assert y is not a and np.array_equal(a, x) and np.array_equal(y, want)
+    g = m.backward(np.ones_like(y))
+    assert np.array_equal(g, ((x > 0) & (x < 6 if "6" in type(m).__name__ else True)) * 1.0)
+
+
+def test_batchnorm_without_grad_matches_grad_mode():
+    """Under no_grad BatchNorm2d skips its saved statistics; the values are the same."""
+    bn = nn.BatchNorm2d(3, dtype=np.float64)
+    bn.running_mean[...] = [0.1, -0.2, 0.3]
+    bn.running_var[...] = [0.5, 1.5, 2.0]
+    bn.eval()
+    x = randn((2, 3, 4, 4), np.float64)
+    y = bn(x)
+    with nn.no_grad():
+        y2 = bn(x)
+    assert np.array_equal(y, y2) and bn._x is not None

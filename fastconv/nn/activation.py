@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import Module, array_lib, is_grad_enabled
+from .module import Module, array_lib, is_grad_enabled, overwritable
 
 __all__ = ["ReLU6", "LeakyReLU"]
 
 
 class ReLU6(Module):
-    """min(max(x, 0), 6). ``inplace`` is accepted for compatibility; the output is a new
-    array because backward reads it."""
+    """min(max(x, 0), 6). ``inplace=True``: under :func:`~fastconv.nn.no_grad` the input
+    is overwritten and returned, as in torch; with gradients enabled the output is always
+    a new array, because backward reads it."""
 
     _saved_names = ("_y",)
 
@@ -28,6 +29,8 @@ class ReLU6(Module):
 
     def forward(self, x):
         # clip is min(max(.)), which keeps NaN on NumPy and CuPy alike.
+        if self.inplace and overwritable(x):
+            return array_lib(x).clip(x, 0, 6, out=x)
         y = array_lib(x).clip(x, 0, 6)
         self._y = y if is_grad_enabled() else None
         return y

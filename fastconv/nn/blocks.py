@@ -3,7 +3,9 @@ sits on the 3x3 convolution), with explicit backward passes.
 
 The sub-module names (``conv1``, ``bn1``, ..., ``downsample``) are torchvision's, so the
 state_dict keys match. Each ReLU application is its own module because each keeps its own
-output for backward; ReLUs hold no state, so this does not change the keys.
+output for backward; ReLUs hold no state, so this does not change the keys. They are
+in-place ReLUs (their inputs are the blocks' own fresh batch-norm outputs and sums), so
+under no_grad they write over those rather than allocate again.
 """
 from __future__ import annotations
 
@@ -71,11 +73,11 @@ class BasicBlock(_Residual):
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         self.conv1 = conv3x3(inplanes, planes, stride, algo=algo)
         self.bn1 = BatchNorm2d(planes)
-        self.relu = ReLU()
+        self.relu = ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, algo=algo)
         self.bn2 = BatchNorm2d(planes)
         self.downsample = downsample
-        self.relu_out = ReLU()
+        self.relu_out = ReLU(inplace=True)
         self.stride = stride
 
     def _main(self):
@@ -94,14 +96,14 @@ class Bottleneck(_Residual):
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = BatchNorm2d(width)
-        self.relu = ReLU()
+        self.relu = ReLU(inplace=True)
         self.conv2 = conv3x3(width, width, stride, groups, dilation, algo=algo)
         self.bn2 = BatchNorm2d(width)
-        self.relu2 = ReLU()
+        self.relu2 = ReLU(inplace=True)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = BatchNorm2d(planes * self.expansion)
         self.downsample = downsample
-        self.relu_out = ReLU()
+        self.relu_out = ReLU(inplace=True)
         self.stride = stride
 
     def _main(self):

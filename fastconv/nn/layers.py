@@ -14,7 +14,7 @@ from .. import functional as F
 from .._args import pair, positive_int
 from .._dispatch import WINOGRAD_TILES
 from . import init
-from .module import Module, Parameter, array_lib, is_grad_enabled
+from .module import Module, Parameter, array_lib, is_grad_enabled, overwritable
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "Linear", "Flatten", "Dropout", "Identity", "Sequential", "Chain"]
@@ -226,11 +226,13 @@ class BatchNorm2d(Module):
         b = None if self.bias is None else self.bias.data
         # Without tracked statistics the buffers are None and batch statistics are used in
         # both modes, as in PyTorch.
+        if not is_grad_enabled():  # nothing to keep for backward
+            return F.batch_norm(x, self.running_mean, self.running_var, w, b,
+                                training=batch_stats, momentum=momentum, eps=self.eps)
         y, mean, invstd = F.batch_norm(x, self.running_mean, self.running_var, w, b,
                                        training=batch_stats, momentum=momentum, eps=self.eps,
                                        return_stats=True)
-        if is_grad_enabled():
-            self._x, self._mean, self._invstd, self._batch_stats = x, mean, invstd, batch_stats
+        self._x, self._mean, self._invstd, self._batch_stats = x, mean, invstd, batch_stats
         return y
 
     def backward(self, grad_out):
@@ -250,8 +252,9 @@ class BatchNorm2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0). ``inplace`` is accepted for compatibility; the output is a new array
-    because backward reads it."""
+    """max(x, 0). ``inplace=True``: under :func:`~fastconv.nn.no_grad` the input is
+    overwritten and returned, as in torch (no second array); with gradients enabled the
+    output is always a new array, because backward reads it."""
 
     _saved_names = ("_y",)
 
@@ -261,6 +264,8 @@ class ReLU(Module):
         self._y = None
 
     def forward(self, x):
+        if self.inplace and overwritable(x):
+            return F.relu_(x)
         y = F.relu(x)
         self._y = y if is_grad_enabled() else None
         return y

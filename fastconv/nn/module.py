@@ -27,6 +27,13 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
 
 
+def overwritable(x) -> bool:
+    """An in-place activation may write over x: no backward will read it (gradients are
+    off) and x is a writable C-contiguous array."""
+    return (not is_grad_enabled() and getattr(x, "flags", None) is not None
+            and bool(x.flags.c_contiguous) and bool(getattr(x.flags, "writeable", True)))
+
+
 @contextlib.contextmanager
 def no_grad():
     """Context in which forward passes keep no activations (inference, evaluation)."""
