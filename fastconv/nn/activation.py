@@ -30,6 +30,7 @@ class ReLU6(Module):
     def forward(self, x):
         # clip is min(max(.)), which keeps NaN on NumPy and CuPy alike.
         if self.inplace and overwritable(x):
+            self._y = None
             return array_lib(x).clip(x, 0, 6, out=x)
         y = array_lib(x).clip(x, 0, 6)
         self._y = y if is_grad_enabled() else None

@@ -265,6 +265,7 @@ class ReLU(Module):
 
     def forward(self, x):
         if self.inplace and overwritable(x):
+            self._y = None
             return F.relu_(x)
         y = F.relu(x)
         self._y = y if is_grad_enabled() else None
