@@ -69,6 +69,11 @@ where the amount of independent work depends on it.
   1024->2048@14 11.9 vs 11.4), and with prepacked filters its channels-last path takes
   the deep ones (1024->2048@14 1.90 ms at batch 1). Batch 16 keeps the rules measured there.
 
+On every backend, depthwise layers (``groups == C``, any multiplier) take the backend's
+own ``depthwise`` kernel wherever it offers one (numba's: forward 2.3x-120x its im2col,
+both gradients together 2.6x-19x, on MobileNetV2's layers at batch 1 and 8; the GPU ones
+unmeasured on hardware).
+
 For ``cuda`` the rule follows the kernels' design, not a GPU measurement (no GPU has run
 them yet): Winograd F(4,3) where it serves and both channel counts are at least 16 (the
 transform-domain GEMM tiles are 16 wide), ``direct`` where a group has fewer than 8
@@ -82,8 +87,8 @@ is its fastest on ResNet-18's 3x3 stride-1 layers at 56x56 and 28x28, F(2,3) at 
 (1.3x its F(4,3)), im2col through NumPy's BLAS at 7x7 (2x its F(4,3)) and on the
 strided layers; its direct kernel trails.
 
-``numba_cuda`` has not been measured on hardware and keeps the plain preference order
-(winograd_f43, im2col, implicit_gemm, direct).
+``numba_cuda`` has not been measured on hardware and otherwise keeps the plain
+preference order (winograd_f43, im2col, implicit_gemm, direct).
 """
 from __future__ import annotations
 
@@ -120,11 +125,14 @@ def pick(backend: str, op: str, spec, dtype: str, candidates: list[str],
     ``prepacked``: the filters are prepared once for the chosen algorithm (compiled
     inference), which moves Winograd's filter transform out of the call."""
     Cg, Kg = spec.C // spec.groups, spec.K // spec.groups
-    if "depthwise" in candidates and backend == "native":
-        # Depthwise layers (candidates can all serve spec, so groups == C) get their own
-        # kernel: the direct kernel blocks over a group's channels, of which there is one,
-        # and im2col's GEMM has one row per group. bench/depthwise.py times it against
-        # PyTorch and ONNX Runtime on MobileNetV2's layers.
+    if "depthwise" in candidates:
+        # Depthwise layers (candidates can all serve spec, so groups == C) get the
+        # backend's own kernel: the direct kernel blocks over a group's channels, of which
+        # there is one, and im2col's GEMM has one row per group. bench/depthwise.py times
+        # the native one against PyTorch and ONNX Runtime on MobileNetV2's layers; numba's
+        # forward is 2.3x-120x its im2col and 1.8x-7x its direct kernel there, its
+        # gradients 2.6x-19x its im2col (batch 1 and 8, interleaved); the GPU kernels
+        # follow the same design, unmeasured on hardware.
         return "depthwise"
     wide = spec.groups == 1 and min(Cg, Kg) >= _MIN_WINOGRAD_CHANNELS
     wide_winograd = wide and "winograd_f43" in candidates  # candidates can all serve spec

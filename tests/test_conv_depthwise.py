@@ -229,9 +229,9 @@ def test_native_binding_refuses_non_depthwise():
 @pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data",
                                 "conv2d_backward_weight"])
 def test_heuristic_picks_depthwise(op):
-    """algo='auto' takes the depthwise kernel for every depthwise layer on native
-    (bench/depthwise.py), and never for grouped or dense layers; numba keeps its measured
-    rules (its depthwise kernel is not benchmarked), so it never picks it by itself."""
+    """algo='auto' takes the depthwise kernel for every depthwise layer, on native
+    (bench/depthwise.py) and numba (2.3x-120x its im2col), and never for grouped or dense
+    layers."""
     from fastconv._dispatch import choose_conv_algo, get_backend
     from fastconv._heuristics import pick
 
@@ -242,7 +242,7 @@ def test_heuristic_picks_depthwise(op):
                               ((8, 32, 112, 112), (64, 1, 5, 5), 1, 32)]:
             spec = conv_spec(xs, ws, st, 1, 1, g)
             choice = choose_conv_algo(name, mod, op, spec, np.float32, "auto")
-            assert (choice == "depthwise") == (backend == "native"), (backend, choice)
+            assert choice == "depthwise", (backend, choice)
         grouped = conv_spec((1, 8, 9, 9), (8, 2, 3, 3), 1, 1, 1, 4)
         assert choose_conv_algo(name, mod, op, grouped, np.float32, "auto") != "depthwise"
     dw = conv_spec((1, 960, 7, 7), (960, 1, 3, 3), 1, 1, 1, 960)

@@ -173,7 +173,22 @@ def test_cuda_heuristic_decisions():
     assert pick("cuda", op, stem, "float32", ["direct", "implicit_gemm"]) == "direct"
     dw = conv_spec((8, 32, 56, 56), (32, 1, 3, 3), 1, 1, 1, 32, op=op)
     assert pick("cuda", op, dw, "float32", every) == "direct"
+    assert pick("cuda", op, dw, "float32", every + ["depthwise"]) == "depthwise"
     assert pick("cuda", op, dw, "float32", ["implicit_gemm"]) == "implicit_gemm"
+
+
+@pytest.mark.parametrize("backend", ["native", "numba", "cuda", "numba_cuda"])
+@pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data",
+                                "conv2d_backward_weight"])
+def test_depthwise_layers_get_the_depthwise_kernel(backend, op):
+    """groups == C (multiplier 1 or 2): every backend that offers a depthwise kernel gets
+    it from algo='auto', for all three passes."""
+    from fastconv._heuristics import pick
+
+    for k in (32, 64):
+        dw = conv_spec((2, 32, 14, 14), (k, 1, 3, 3), 2, 1, 1, 32, op=op)
+        cands = ["direct", "im2col", "implicit_gemm", "depthwise"]
+        assert pick(backend, op, dw, "float32", cands) == "depthwise"
 
 
 @pytest.mark.parametrize("op", ["conv2d_forward", "conv2d_backward_data",
