@@ -95,7 +95,7 @@ def test_depthwise_forward_backward(name, xs, ws, kw, oracle):
 
 def test_depthwise_no_bias_and_dispatch():
     """No bias; a non-depthwise shape is refused by name with the reason; auto on a
-    depthwise shape still gives the same numbers whichever algorithm it runs."""
+    depthwise shape picks the depthwise kernels, for every pass."""
     from fastconv import _dispatch
 
     x, w = rnd((1, 2, 5, 6), 1), rnd((4, 1, 3, 3), 2)
@@ -106,6 +106,7 @@ def test_depthwise_no_bias_and_dispatch():
     name, mod = _dispatch.get_backend(B, "numpy", x.dtype, "conv2d")
     for op in _dispatch.CONV_OPS:
         assert "depthwise" in _dispatch.serving_algos(name, mod, op, spec), op
+        assert _dispatch.choose_conv_algo(name, mod, op, spec, x.dtype, "auto") == "depthwise", op
     with pytest.raises(ValueError, match="groups == in_channels"):
         fc.conv2d(x, rnd((3, 2, 3, 3), 3), padding=1, algo="depthwise", backend=B)
 
