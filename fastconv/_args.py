@@ -65,11 +65,11 @@ def xp(lib: str):
 
 def array_module_name(a) -> str:
     """'numpy' or 'cupy' for a supported array; TypeError for anything else."""
-    mod = type(a).__module__.split(".")[0]
     if isinstance(a, np.ndarray):
         return "numpy"
     if is_cupy_array(a):
         return "cupy"
+    mod = type(a).__module__.split(".")[0]
     if mod == "numba" and hasattr(a, "__cuda_array_interface__"):
         return "numba"
     raise TypeError(f"expected a numpy or cupy array, got {type(a).__module__}.{type(a).__name__}")

@@ -80,6 +80,23 @@ def _check_name(backend) -> str:
     return backend
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    """str(dtype), remembered: NumPy builds the name anew on every call (~15 us), and
+    every op resolves its backend with it."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable stand-in for a dtype
+        name = str(dtype)
+        try:
+            _DTYPE_NAMES[dtype] = name
+        except TypeError:
+            pass
+        return name
+
+
 def get_backend(backend, lib: str, dtype, op: str):
     """Resolves ``backend`` for arrays of library ``lib`` and ``dtype``; returns
     ``(name, module)``."""
@@ -94,7 +111,7 @@ def get_backend(backend, lib: str, dtype, op: str):
         raise TypeError(f"{op}: backend {name!r} takes {' or '.join(libs)} arrays, got a {lib} "
                         "array")
     dtypes = getattr(mod, "DTYPES", ("float32", "float64"))
-    if dtype is not None and str(dtype) not in dtypes:
+    if dtype is not None and _dtype_name(dtype) not in dtypes:
         raise TypeError(f"{op}: backend {name!r} supports {', '.join(dtypes)}, got {dtype}")
     return name, mod
 
