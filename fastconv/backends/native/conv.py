@@ -26,6 +26,8 @@ pointwise kernel's panels: ``_native.conv_pointwise_pack`` / ``conv_pointwise_fw
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ... import _native
@@ -109,11 +111,22 @@ def _direct_args(spec, dtype):
 def _direct_packed_size(w, spec) -> int:
     """Elements of the direct kernel's channels-last prepacked form for ``spec`` (0: it
     has none). On a 1x1 layer it has one for small output planes, where that path takes
-    over from the pointwise kernel."""
+    over from the pointwise kernel. Asked once per layer geometry, dtype and instruction
+    set (the forward asks on every prepacked 1x1 call)."""
     if w.dtype not in (np.float32, np.float64) or not hasattr(_native, "conv_direct_pack"):
         return 0
-    x, y, *geo = _direct_args(spec, w.dtype)
-    return _native.conv_direct_packed_size(x, w, y, *geo)
+    return _direct_packed_size_of(tuple(spec.x_shape[1:]), tuple(spec.w_shape),
+                                  tuple(spec.y_shape[1:]), tuple(spec.stride),
+                                  tuple(spec.padding), tuple(spec.dilation), int(spec.groups),
+                                  w.dtype.str, _native.active_isa())
+
+
+@functools.lru_cache(maxsize=1024)
+def _direct_packed_size_of(x1, ws, y1, stride, padding, dilation, groups, dtype, isa) -> int:
+    # The binding reads only shapes: these arrays are never touched.
+    return _native.conv_direct_packed_size(np.empty((1,) + x1, dtype), np.empty(ws, dtype),
+                                           np.empty((1,) + y1, dtype), stride, padding,
+                                           dilation, groups)
 
 
 def _direct_prepack(w, spec):
